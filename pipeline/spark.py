@@ -1,0 +1,57 @@
+"""Building the Spark session from :class:`pipeline.config.Settings`.
+
+Embedded default: ``local[*]``; ``JOBREC_SPARK_MASTER=spark://host:7077`` (or running under
+``spark-submit``, which sets the master itself) switches to a cluster with no code change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+JAVA_HELP = (
+    "Spark needs Java 17 (or 21) on PATH or JAVA_HOME. On Debian/Ubuntu: "
+    "sudo apt-get install -y openjdk-17-jre-headless"
+)
+
+
+def check_java() -> None:
+    """Raise ``RuntimeError`` with the install command when no Java runtime can be found."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.path.exists(os.path.join(java_home, "bin", "java")):
+        return
+    if shutil.which("java") is None:
+        raise RuntimeError(JAVA_HELP)
+
+
+def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
+    """Return the active SparkSession or build one from ``settings`` (reused across calls in a process)."""
+    from pyspark.sql import SparkSession
+
+    check_java()
+    settings = settings or Settings.from_env()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.executor.memory", settings.spark_executor_memory)
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    )
+    # spark-submit sets spark.master itself; only set ours when not launched that way.
+    if "SPARK_SUBMIT_OPTS" not in os.environ and not os.environ.get("PYSPARK_SUBMIT_ARGS"):
+        builder = builder.master(settings.spark_master)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("Spark session %s on %s", spark.sparkContext.applicationId, spark.sparkContext.master)
+    return spark

@@ -1,0 +1,152 @@
+"""The storage layout of DESIGN.md and atomic, idempotent partition writes.
+
+Layout under ``JOBREC_HOME``::
+
+    raw/{members,jobs,impressions,applies}/ds=YYYY-MM-DD/*.parquet
+    truth/impressions/ds=YYYY-MM-DD/                   (synthetic data only: true apply probabilities)
+    quarantine/<table>/ds=YYYY-MM-DD/
+    features/vocab/ds=YYYY-MM-DD/
+    features/{training,member_profiles,job_profiles}/ds=YYYY-MM-DD/
+    models/full/<version>/, models/daily/ds=YYYY-MM-DD/
+    index/jobs/ds=YYYY-MM-DD/
+    candidates/ds=YYYY-MM-DD/, recommendations/ds=YYYY-MM-DD/
+    reports/ds=YYYY-MM-DD/run.json
+
+Every partition is written to a hidden temporary sibling and renamed into place, so readers see either the
+old partition or the new one, and re-running a day replaces that day's partition and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RAW_TABLES = ("members", "jobs", "impressions", "applies")
+
+
+def check_ds(ds: str) -> str:
+    """Return ``ds`` if it is a valid ``YYYY-MM-DD`` date, else raise ``ValueError`` saying what to pass."""
+    try:
+        dt.date.fromisoformat(ds)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ds must be a date as YYYY-MM-DD; got {ds!r}") from exc
+    if len(ds) != 10:
+        raise ValueError(f"ds must be a date as YYYY-MM-DD; got {ds!r}")
+    return ds
+
+
+def shift_ds(ds: str, days: int) -> str:
+    """The date ``days`` after ``ds`` (negative for before), as YYYY-MM-DD."""
+    return (dt.date.fromisoformat(check_ds(ds)) + dt.timedelta(days=days)).isoformat()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of every dataset under one root folder. Pure path arithmetic: nothing is created here."""
+
+    home: Path
+
+    def raw(self, table: str, ds: str) -> Path:
+        return self.home / "raw" / table / f"ds={check_ds(ds)}"
+
+    def truth(self, ds: str) -> Path:
+        return self.home / "truth" / "impressions" / f"ds={check_ds(ds)}"
+
+    def quarantine(self, table: str, ds: str) -> Path:
+        return self.home / "quarantine" / table / f"ds={check_ds(ds)}"
+
+    def features(self, kind: str, ds: str) -> Path:
+        """``kind`` is one of training, member_profiles, job_profiles, vocab."""
+        return self.home / "features" / kind / f"ds={check_ds(ds)}"
+
+    def model_full(self, version: str) -> Path:
+        return self.home / "models" / "full" / version
+
+    def model_daily(self, ds: str) -> Path:
+        return self.home / "models" / "daily" / f"ds={check_ds(ds)}"
+
+    def index(self, ds: str) -> Path:
+        return self.home / "index" / "jobs" / f"ds={check_ds(ds)}"
+
+    def candidates(self, ds: str) -> Path:
+        return self.home / "candidates" / f"ds={check_ds(ds)}"
+
+    def recommendations(self, ds: str) -> Path:
+        return self.home / "recommendations" / f"ds={check_ds(ds)}"
+
+    def report(self, ds: str) -> Path:
+        return self.home / "reports" / f"ds={check_ds(ds)}" / "run.json"
+
+    def partitions(self, parent: Path) -> list[str]:
+        """Sorted ``ds`` values of the complete ``ds=`` partitions directly under ``parent``."""
+        if not parent.is_dir():
+            return []
+        return sorted(p.name[3:] for p in parent.iterdir() if p.is_dir() and p.name.startswith("ds="))
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it replaces ``target`` whole, on error it is removed.
+
+    The swap is two renames on the same filesystem (old → trash, temp → target), so a reader never sees
+    a half-written directory and a failed writer leaves the previous ``target`` untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    trash = None
+    if target.exists():
+        trash = target.parent / f".trash-{target.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(target, trash)
+    os.replace(tmp, target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_partition(target: Path, table: pa.Table, *, name: str = "part-00000.parquet") -> Path:
+    """Atomically replace the partition folder ``target`` with one Parquet file holding ``table``."""
+    with atomic_directory(target) as tmp:
+        pq.write_table(table, tmp / name, compression="zstd")
+    return target
+
+
+def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Table:
+    """Read every Parquet file of a partition folder (or one file) into one table.
+
+    Raises ``FileNotFoundError`` naming the path when the partition does not exist.
+    """
+    target = Path(target)
+    if not target.exists():
+        raise FileNotFoundError(f"partition not found: {target}")
+    if target.is_file():
+        return pq.read_table(target, columns=columns)
+    files = sorted(p for p in target.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        raise FileNotFoundError(f"partition has no Parquet files: {target}")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+
+
+def write_json(target: Path, payload: dict) -> Path:
+    """Atomically write ``payload`` as pretty JSON to the file ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,1 @@
+"""retrieval: Whoosh job index and batch cosine first-stage retrieval."""
