@@ -1,1 +1,36 @@
-"""glmix_core: generalized linear mixed models (GLMix) fit by parallel block coordinate descent."""
+"""glmix_core: generalized linear mixed models (GLMix) fit by parallel block coordinate descent.
+
+The model (Zhang et al., KDD 2016): g(E[y]) = offset + x'b + Σ_k z_k' γ_{k, entity_k(n)}, with Gaussian
+priors (per-coordinate L2) on b and on every entity's coefficients. ``fit`` returns the posterior mode, the
+same point as one big GLM on the stacked design (``glmix_core.reference``), only faster: the fixed effect is
+a sparse GLM solved by trust-region Newton-CG / L-BFGS, and each random effect is solved for all entities at
+once by batched Newton on stacked small Hessians.
+
+Public API (what the pipeline calls)::
+
+    spec = GLMixSpec.from_yaml("spec.yaml")            # or GLMixSpec.from_dict({...})
+    table = load_table("data/")                        # Parquet file/folder or CSV → pyarrow.Table
+    model = fit(spec, table, validation=None, warm_start=None, lock=(), incremental=None)
+    model.save("models/m1");  model = load_model("models/m1")
+    model.score(table)          # total linear predictor per row (np.ndarray)
+    model.contributions(table)  # {coordinate: per-row contribution}
+    model.predict(table)        # inverse link (probability for logistic)
+    evaluate(model, table)      # {"auc", "log_loss", "rmse", "per_<entity>_auc", "precision@k/<entity>", ...}
+    metrics.auc(y, score)
+    grid_search(spec, train, validation, {"per_member": [0.1, 1, 10]}, metric="auc")
+
+Daily retrain: ``fit(spec, today, warm_start=yesterday, lock=["global"])``. Incremental update (new rows only):
+``fit(spec, today, warm_start=yesterday, lock=["global"], incremental={"forgetting": 0.9})``.
+"""
+
+from . import metrics
+from .data import DataError, load_table
+from .evaluation import evaluate, grid_search
+from .fitting import fit
+from .model import GLMixModel, ModelError, load_model
+from .spec import CoordinateSpec, GLMixSpec, SpecError
+
+__all__ = [
+    "CoordinateSpec", "DataError", "GLMixModel", "GLMixSpec", "ModelError", "SpecError", "evaluate", "fit",
+    "grid_search", "load_model", "load_table", "metrics",
+]

@@ -1,0 +1,120 @@
+"""
+# jobrec_full_retrain
+
+The periodic (default weekly) full GLMix retrain for the run's logical date `ds`:
+
+prepare the training window (validate raw and build features for any of the `window_days` days ending at
+`ds` that have none yet) → grid-search the L2 values and fit the full GLMix (fixed effect and both random
+effects) on the window, holding out the last day → gate against the currently promoted full model on the
+same holdout → promote it (`models/current.json`), so the next daily runs warm-start from it → write
+`reports/ds=<ds>/full_retrain.json`.
+
+Each task is one call into `pipeline`; the model is written atomically to `models/full/full-<ds>/`, so
+rerunning the same `ds` replaces that version only. A failed gate fails the run without retries and the
+previously promoted model stays in place.
+
+Trigger-form params: `window_days`, `l2_grid`, `engine` (local|spark), `gate_margin`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
+NO_RETRY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=[
+                "builtins.FileNotFoundError",
+                "builtins.ValueError",
+                "builtins.KeyError",
+                "builtins.ImportError",
+            ],
+            action=RetryAction.FAIL,
+            reason="bad or missing input: fix the data or the params, then clear the task",
+        ),
+        RetryRule(
+            exception="pipeline.training.GateFailedError",
+            action=RetryAction.FAIL,
+            reason="quality gate failed: the model is not promoted",
+        ),
+    ]
+)
+
+DEFAULT_ARGS = {
+    "owner": "jobrec",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(minutes=30),
+    "retry_policy": NO_RETRY,
+}
+
+
+def _run(target: str, ds: str | None, params: dict, **kwargs) -> dict:
+    """Call ``pipeline.<module>:<function>(ds, settings, **kwargs)``, log and return its result dict."""
+    from pipeline.airflow_env import call_pipeline
+
+    return call_pipeline(target, ds, params, **kwargs)
+
+
+with DAG(
+    dag_id="jobrec_full_retrain",
+    description="training window → L2 grid search → full GLMix fit → gate → promote",
+    doc_md=__doc__,
+    schedule="@weekly",
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["jobrec", "periodic"],
+    params={
+        "window_days": Param(7, type="integer", minimum=1, maximum=90, description="days of training data"),
+        "l2_grid": Param(
+            [0.1, 1.0, 10.0],
+            type="array",
+            items={"type": "number", "exclusiveMinimum": 0},
+            description="L2 values tried for every coordinate (best holdout AUC wins)",
+        ),
+        "engine": Param("local", enum=["local", "spark"], description="GLMix training engine"),
+        "gate_margin": Param(
+            0.01, type="number", minimum=0, maximum=1, description="max holdout AUC drop vs the current model"
+        ),
+    },
+) as dag:
+
+    @task
+    def prepare_window(ds=None, params=None) -> dict:
+        return _run("pipeline.training:prepare_window", ds, params, window_days=params["window_days"])
+
+    @task(depends_on_past=True)
+    def train_full(ds=None, params=None) -> dict:
+        return _run(
+            "pipeline.training:train_full",
+            ds,
+            params,
+            window_days=params["window_days"],
+            l2_grid=[float(v) for v in params["l2_grid"]],
+            engine=params["engine"],
+        )
+
+    @task
+    def gate(ds=None, params=None) -> dict:
+        return _run("pipeline.training:gate_full", ds, params, margin=params["gate_margin"])
+
+    @task
+    def promote(ds=None, params=None) -> dict:
+        return _run("pipeline.training:promote", ds, params)
+
+    @task
+    def run_report(results: dict, ds=None, params=None) -> dict:
+        return _run("pipeline.report:write_run_report", ds, params, results=results, name="full_retrain")
+
+    window = prepare_window()
+    trained = train_full()
+    gated = gate()
+    promoted = promote()
+    window >> trained >> gated >> promoted
+    run_report({"prepare_window": window, "train_full": trained, "gate": gated, "promote": promoted})

@@ -1,0 +1,210 @@
+"""Solvers. Fixed-effect solvers are plain functions with one signature, kept in ``FIXED_SOLVERS``;
+``batch_newton`` solves many small per-entity problems at once on stacked dense arrays.
+
+Fixed-effect signature: ``solve(loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize as opt
+
+from .losses import Loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SolverResult:
+    """The common result of every solver: coefficients, iterations, convergence flag and final objective."""
+
+    coef: np.ndarray
+    n_iter: int
+    converged: bool
+    objective: float
+
+
+def solve_trust_ncg(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult:
+    """Trust-region Newton-CG (TRON-like) with exact Hessian-vector products."""
+    if l1 > 0:
+        return solve_lbfgs(loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter)
+    cache = {}
+
+    def fun(c):
+        value, grad = loss.loss_gradient(c, X, y, weight, offset, l2)
+        cache["grad"] = (c.copy(), grad)
+        return value
+
+    def jac(c):
+        cached = cache.get("grad")
+        if cached is not None and np.array_equal(cached[0], c):
+            return cached[1]
+        return loss.loss_gradient(c, X, y, weight, offset, l2)[1]
+
+    def hessp(c, v):
+        return loss.hessian_product(c, X, y, weight, offset, l2)(v)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = opt.minimize(fun, coef0, jac=jac, hessp=hessp, method="trust-ncg",
+                           options={"gtol": gtol, "maxiter": max_iter})
+    return SolverResult(res.x, int(res.nit), bool(res.success), float(res.fun))
+
+
+def solve_newton_cg(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult:
+    """Line-search Newton-CG with exact Hessian-vector products (stops on a small gradient)."""
+    if l1 > 0:
+        return solve_lbfgs(loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter)
+    coef = np.array(coef0, dtype=float)
+    value, grad = loss.loss_gradient(coef, X, y, weight, offset, l2)
+    for it in range(1, max_iter + 1):
+        if np.linalg.norm(grad) <= gtol:
+            return SolverResult(coef, it - 1, True, value)
+        hessp = loss.hessian_product(coef, X, y, weight, offset, l2)
+        op = _Operator(hessp, coef.size)
+        step, _ = _cg(op, -grad, tol=min(0.5, np.sqrt(np.linalg.norm(grad))) * np.linalg.norm(grad))
+        slope = float(grad @ step)
+        if slope >= 0:
+            step, slope = -grad, -float(grad @ grad)
+        t = 1.0
+        while True:
+            new_value, new_grad = loss.loss_gradient(coef + t * step, X, y, weight, offset, l2)
+            if new_value <= value + 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        coef, value, grad = coef + t * step, new_value, new_grad
+    return SolverResult(coef, max_iter, bool(np.linalg.norm(grad) <= gtol), value)
+
+
+def solve_lbfgs(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult:
+    """scipy L-BFGS-B; with ``l1`` > 0 the coefficients are split as u − v with u, v ≥ 0 (bound-constrained)."""
+    p = coef0.size
+    if l1 > 0:
+        # the intercept (l2 == 0 there, by convention unpenalised) gets no L1 either
+        l1_vec = np.where(np.broadcast_to(l2, (p,)) > 0, l1, 0.0) if np.ndim(l2) else np.full(p, l1)
+
+        def fun(uv):
+            c = uv[:p] - uv[p:]
+            value, grad = loss.loss_gradient(c, X, y, weight, offset, l2)
+            return value + float(l1_vec @ (uv[:p] + uv[p:])), np.concatenate([grad + l1_vec, -grad + l1_vec])
+
+        x0 = np.concatenate([np.maximum(coef0, 0), np.maximum(-coef0, 0)])
+        res = opt.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * p),
+                           options={"gtol": gtol, "ftol": 1e-15, "maxiter": max_iter, "maxcor": 20})
+        return SolverResult(res.x[:p] - res.x[p:], int(res.nit), bool(res.success), float(res.fun))
+    res = opt.minimize(loss.loss_gradient, coef0, args=(X, y, weight, offset, l2), jac=True, method="L-BFGS-B",
+                       options={"gtol": gtol, "ftol": 1e-15, "maxiter": max_iter, "maxcor": 20})
+    return SolverResult(res.x, int(res.nit), bool(res.success), float(res.fun))
+
+
+FIXED_SOLVERS = {"trust-ncg": solve_trust_ncg, "newton-cg": solve_newton_cg, "lbfgs": solve_lbfgs}
+
+
+class _Operator:
+    def __init__(self, matvec, n):
+        self.matvec, self.n = matvec, n
+
+
+def _cg(op: _Operator, b: np.ndarray, tol: float, max_iter: int = 250) -> tuple[np.ndarray, int]:
+    """Conjugate gradients for the Newton system (stops at residual ``tol`` or on negative curvature)."""
+    x = np.zeros_like(b)
+    r = b.copy()
+    d = r.copy()
+    rr = float(r @ r)
+    for it in range(max_iter):
+        if np.sqrt(rr) <= tol:
+            return x, it
+        Ad = op.matvec(d)
+        curv = float(d @ Ad)
+        if curv <= 0:
+            return (x if it else b), it
+        alpha = rr / curv
+        x += alpha * d
+        r -= alpha * Ad
+        rr_new = float(r @ r)
+        d = r + (rr_new / rr) * d
+        rr = rr_new
+    return x, max_iter
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batched Newton for random effects
+
+
+def batch_objective(loss: Loss, Z, y, w, offset, coef, prior_mean, prior_prec) -> np.ndarray:
+    """Per-entity objective: Σ_n w ℓ(y, offset + Z coef) + ½ Σ prec (coef − mean)²; arrays stacked on axis 0."""
+    eta = offset + np.matmul(Z, coef[:, :, None])[:, :, 0]
+    diff = coef - prior_mean
+    return np.einsum("en,en->e", w, loss.pointwise(y, eta)) + 0.5 * np.einsum("ed,ed->e", prior_prec * diff, diff)
+
+
+def batch_hessian(loss: Loss, Z, y, w, offset, coef, prior_prec) -> np.ndarray:
+    """Stacked Hessians (E, D, D) at ``coef``."""
+    eta = offset + np.matmul(Z, coef[:, :, None])[:, :, 0]
+    _, d2 = loss.derivatives(y, eta)
+    H = np.matmul(Z.transpose(0, 2, 1), Z * (w * d2)[:, :, None])
+    idx = np.arange(Z.shape[2])
+    H[:, idx, idx] += prior_prec
+    return H
+
+
+def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset: np.ndarray,
+                 coef0: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray, rtol: float,
+                 max_iter: int = 50) -> tuple[np.ndarray, int]:
+    """Solve E independent small GLM problems with damped Newton, all at once.
+
+    Shapes: ``Z`` (E, N, D) dense padded designs (padding rows have ``w`` = 0, padding columns are all-zero
+    with ``prior_prec`` > 0 so their coefficient stays at ``prior_mean``), ``y``/``w``/``offset`` (E, N),
+    ``coef0``/``prior_mean``/``prior_prec`` (E, D). An entity stops when its Newton decrement is below
+    ``rtol * (1 + |objective|)``; converged entities drop out of the active set. Returns the coefficients
+    and the number of Newton iterations run.
+    """
+    coef = coef0.copy()
+    active = np.arange(Z.shape[0])
+    value = batch_objective(loss, Z, y, w, offset, coef, prior_mean, prior_prec)
+    it = 0
+    idx = np.arange(Z.shape[2])
+    for it in range(1, max_iter + 1):
+        Za, ya, wa, oa = Z[active], y[active], w[active], offset[active]
+        ca, ma, pa_ = coef[active], prior_mean[active], prior_prec[active]
+        eta = oa + np.matmul(Za, ca[:, :, None])[:, :, 0]
+        d1, d2 = loss.derivatives(ya, eta)
+        grad = np.matmul((wa * d1)[:, None, :], Za)[:, 0, :] + pa_ * (ca - ma)
+        H = np.matmul(Za.transpose(0, 2, 1), Za * (wa * d2)[:, :, None])
+        H[:, idx, idx] += pa_
+        try:
+            step = -np.linalg.solve(H, grad[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            # a singular Hessian (only possible with zero curvature and tiny precision): least squares
+            step = -np.matmul(np.linalg.pinv(H), grad[:, :, None])[:, :, 0]
+        slope = np.einsum("ed,ed->e", grad, step)
+        va = value[active]
+        done = -slope <= 2.0 * rtol * (1.0 + np.abs(va))
+        # backtracking line search, vectorised: entities still failing Armijo halve their step
+        t = np.ones(len(active))
+        pending = ~done
+        new_coef = ca.copy()
+        new_val = va.copy()
+        for _ in range(40):
+            if not pending.any():
+                break
+            sel = np.flatnonzero(pending)
+            trial = ca[sel] + t[sel, None] * step[sel]
+            tv = batch_objective(loss, Za[sel], ya[sel], wa[sel], oa[sel], trial, ma[sel], pa_[sel])
+            ok = tv <= va[sel] + 1e-4 * t[sel] * slope[sel]
+            new_coef[sel[ok]] = trial[ok]
+            new_val[sel[ok]] = tv[ok]
+            pending[sel[ok]] = False
+            t[sel[~ok]] *= 0.5
+        coef[active] = new_coef
+        value[active] = new_val
+        # a step that could not decrease the objective means we are at numerical precision
+        done |= pending
+        active = active[~done]
+        if active.size == 0:
+            break
+    return coef, it

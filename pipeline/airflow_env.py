@@ -1,0 +1,162 @@
+"""An embedded Airflow 3 installation for jobrec: metadata DB, config and DAG folder under ``$JOBREC_HOME``.
+
+``configure_airflow(settings)`` points Airflow at ``$JOBREC_HOME/airflow`` (SQLite metadata DB, logs,
+``airflow.cfg``), at this repository's ``dags/`` folder, with the example DAGs off, and runs
+``airflow db migrate`` once. It must run before ``airflow`` is first imported in the process, because
+Airflow reads its configuration at import time.
+
+SQLite serialises writers: it is fine for ``dag.test()``, the demo and ``airflow standalone`` at demo size
+(one run at a time, which the DAGs enforce with ``max_active_runs=1``). Concurrent production use (UI/REST
+backfills with many runs, several schedulers) needs Postgres: see ``docker-compose.yml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DAGS_FOLDER = REPO_ROOT / "dags"
+MIGRATED_MARKER = ".jobrec-migrated"
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that make Airflow use jobrec's embedded setup under ``settings.home``.
+
+    An explicitly set ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` (e.g. Postgres from docker-compose) is kept.
+    """
+    airflow_home = settings.home / "airflow"
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": os.environ.get("AIRFLOW__CORE__UNIT_TEST_MODE", "False"),
+        # A day's run is long; do not let the DAG processor time out parsing on a busy 2-core box.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
+        "JOBREC_HOME": str(settings.home),
+    }
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = os.environ.get(
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_home / 'airflow.db'}"
+    )
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    return env
+
+
+def configure_airflow(settings: Settings, *, migrate: bool = True, export_home: bool = True) -> Path:
+    """Export the embedded Airflow environment into ``os.environ`` and migrate the metadata DB if needed.
+
+    ``export_home=False`` leaves ``JOBREC_HOME`` alone (tests set it per test). Returns the Airflow home
+    folder. Raises ``RuntimeError`` when ``airflow`` was already imported with a
+    different ``AIRFLOW_HOME`` (its configuration is read once per process, so the change would be ignored).
+    """
+    env = airflow_env(settings)
+    airflow_home = Path(env["AIRFLOW_HOME"])
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
+        raise RuntimeError(
+            "airflow is already imported with AIRFLOW_HOME="
+            f"{os.environ.get('AIRFLOW_HOME')!r}; call configure_airflow() before importing airflow "
+            "(or run in a fresh process)"
+        )
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    if not export_home:
+        env.pop("JOBREC_HOME")
+    os.environ.update(env)
+    if migrate:
+        migrate_db(airflow_home, env)
+    return airflow_home
+
+
+def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
+    """Run ``airflow db migrate`` in a subprocess unless this home was already migrated by this version."""
+    from importlib.metadata import version
+
+    marker = airflow_home / MIGRATED_MARKER
+    airflow_version = version("apache-airflow")
+    if marker.exists() and marker.read_text().strip() == airflow_version:
+        return
+    log.info("migrating the Airflow metadata DB under %s (airflow %s)", airflow_home, airflow_version)
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"`airflow db migrate` failed (exit {result.returncode}) for AIRFLOW_HOME={airflow_home}:\n"
+            f"{result.stderr[-3000:]}"
+        )
+    marker.write_text(airflow_version + "\n")
+
+
+def call_pipeline(target: str, ds: str | None, params: dict | None = None, **kwargs) -> dict:
+    """Run one pipeline task function for an Airflow task and return its result with its wall time.
+
+    ``target`` is ``"module:function"`` with the contract ``f(ds, settings, **kwargs) -> dict``. Settings
+    come from the environment, with the run's ``top_n``/``candidates_k`` params (trigger form) applied, so
+    each task calls its function with explicit values and never reads "latest" or ``now()``.
+    """
+    import importlib
+    import time
+
+    if not ds:
+        raise ValueError(
+            "this run has no logical date, so there is no ds to process: trigger it with a logical date "
+            "(the trigger form's 'Logical date' field, or `airflow dags trigger -l YYYY-MM-DD`)"
+        )
+    params = dict(params or {})
+    overrides = {key: params[key] for key in ("top_n", "candidates_k") if params.get(key) is not None}
+    settings = Settings.from_env(**overrides)
+    module_name, _, function_name = target.partition(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    log.info("%s(ds=%s, home=%s, %s)", target, ds, settings.home, kwargs if kwargs else "")
+    started = time.perf_counter()
+    result = function(ds, settings, **kwargs)
+    seconds = round(time.perf_counter() - started, 3)
+    result = dict(result or {})
+    result.setdefault("seconds", seconds)
+    log.info("%s done in %.1fs: %s", target, seconds, {k: v for k, v in result.items() if k != "results"})
+    return result
+
+
+def load_dag(dag_id: str):
+    """Parse the repository's ``dags/`` folder and return the DAG ``dag_id`` (``ValueError`` if absent)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        raise ValueError(f"no DAG {dag_id!r} in {DAGS_FOLDER}; found {sorted(bag.dag_ids)}")
+    return dag
+
+
+def run_dag(dag_id: str, ds: str, conf: dict | None = None) -> dict:
+    """Run one DAG run of ``dag_id`` for the logical date ``ds`` in this process with ``dag.test()``.
+
+    Call :func:`configure_airflow` first. Returns ``{"state", "tasks": {task_id: state}, "run_id"}``;
+    a failed task does not raise here, the states say what happened (task logs say why).
+    """
+    import datetime as dt
+
+    from pipeline.storage import check_ds
+
+    day = dt.date.fromisoformat(check_ds(ds))
+    logical_date = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    dag = load_dag(dag_id)
+    log.info("running %s for ds=%s with dag.test() (conf=%s)", dag_id, ds, conf or {})
+    dag_run = dag.test(logical_date=logical_date, run_conf=conf or None)
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    return {"state": str(dag_run.state), "tasks": states, "run_id": dag_run.run_id}

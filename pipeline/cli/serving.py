@@ -1,0 +1,112 @@
+"""``jobrec publish | rollback | recs | serve``: the serving store from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("publish", help="publish a day's recommendations to Redis and serve them")
+    p.add_argument("--ds", required=True, help="the day to publish (YYYY-MM-DD)")
+    p.add_argument("--force", action="store_true", help="serve it even if a newer day is served (backfill)")
+    p.set_defaults(func=_publish)
+
+    p = subparsers.add_parser("rollback", help="serve the previously served version again")
+    p.set_defaults(func=_rollback)
+
+    p = subparsers.add_parser("recs", help="print a member's served recommendations")
+    p.add_argument("member_id", help="member ID (non-negative integer)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many jobs (default: all, top N)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_recs)
+
+    p = subparsers.add_parser("serve", help="run the HTTP lookup service")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"jobrec {command}: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
+    from pipeline.publishing import publish
+    from serving_store.connection import ServingStoreUnavailable
+    from serving_store.publisher import PublishVerificationError
+
+    try:
+        report = publish(args.ds, Settings.from_env(), force=args.force)
+    except (ServingStoreUnavailable, PublishVerificationError) as exc:
+        return _fail("publish", exc)
+    print(report["message"])
+    print(
+        f"{report['members']} members, {report['bytes_written'] / 2**20:.1f} MiB, "
+        f"{report['timings']['total_s']:.1f}s; deleted old versions: {report['deleted_versions'] or 'none'}"
+    )
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
+    from pipeline.publishing import rollback
+    from serving_store.connection import ServingStoreUnavailable
+
+    try:
+        report = rollback(Settings.from_env())
+    except ServingStoreUnavailable as exc:
+        return _fail("rollback", exc)
+    print(
+        f"rolled back: version {report['to_version']} (ds {report['ds']}) is served again, "
+        f"replacing version {report['from_version']}"
+    )
+    return 0
+
+
+def _recs(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
+    from serving_store.connection import ServingStoreUnavailable, connect
+    from serving_store.lookup import Lookup, NothingPublished
+
+    settings = Settings.from_env()
+    try:
+        client = connect(settings, retries=2)
+    except ServingStoreUnavailable as exc:
+        return _fail("recs", exc)
+    try:
+        from pipeline.publishing import serving_keys
+
+        recs = Lookup(client, serving_keys(settings)).get(args.member_id, args.limit)
+    except NothingPublished as exc:
+        return _fail("recs", exc)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(recs.as_dict(), indent=2))
+        return 0
+    note = " (fallback: member has no list)" if recs.source == "fallback" else ""
+    print(f"member {recs.member_id}: version {recs.version}, ds {recs.ds}, model {recs.model_version}{note}")
+    for rank, (job, score) in enumerate(zip(recs.job_ids, recs.scores, strict=True), start=1):
+        print(f"{rank:4d}  job {job:<12d} {score:.6f}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pipeline.config import Settings
+    from pipeline.publishing import serving_keys
+    from serving_store.api import create_app
+
+    settings = Settings.from_env()
+    uvicorn.run(
+        create_app(settings, keys=serving_keys(settings), default_limit=settings.top_n),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+    )
+    return 0

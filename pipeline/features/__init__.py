@@ -1,0 +1,164 @@
+"""Feature generation (``jobrec features --ds``): vocab, member/job profiles and labelled training examples.
+
+Outputs (see docs/architecture.md, "Features"): ``features/vocab``, ``features/member_profiles``,
+``features/job_profiles`` and ``features/training``, one ``ds=`` partition each, each written atomically.
+Training rows are written in ``member_id``-hash shards (all of a member's rows in one file), sorted by
+(member_id, impression_id), so a rerun writes identical files.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import Settings
+from pipeline.features.vocab import FIELDS
+from pipeline.storage import atomic_directory, check_ds, write_partition
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_features", "load_input", "write_spark_partition"]
+
+
+def input_path(table: str, ds: str, settings: Settings) -> Path:
+    """Where to read raw ``table`` for ``ds``: the validated (clean) partition when validation has run,
+    else the raw partition (with a warning). Raises ``FileNotFoundError`` saying what to run when neither
+    exists."""
+    try:
+        clean = importlib.import_module("pipeline.validation").validated_path(settings, table, ds)
+    except (ModuleNotFoundError, AttributeError):
+        clean = None
+    if clean is not None and clean.is_dir():
+        return clean
+    raw = settings.layout.raw(table, ds)
+    if not raw.is_dir():
+        raise FileNotFoundError(
+            f"no {table} partition for ds={ds} (looked for {clean or 'validated rows'} and {raw}); land the "
+            f"day's raw data (e.g. `jobrec synth`) and run `jobrec validate --ds {ds}`"
+        )
+    log.warning("%s for ds=%s: not validated, reading raw rows from %s", table, ds, raw)
+    return raw
+
+
+def load_input(table: str, ds: str, settings: Settings, spark):
+    """Raw ``table`` for ``ds`` (validated rows when available) as a Spark DataFrame."""
+    return spark.read.parquet(str(input_path(table, ds, settings)))
+
+
+def load_arrow_input(table: str, ds: str, settings: Settings) -> pa.Table:
+    """Raw ``table`` for ``ds`` (validated rows when available) as an Arrow table (re-scoring runs without
+    Spark)."""
+    from pipeline.storage import read_partition
+
+    return read_partition(input_path(table, ds, settings))
+
+
+def write_spark_partition(df, target: Path, *, shards: int, key: str, order: list[str]) -> int:
+    """Write ``df`` atomically as ``target/part-NNNNN.parquet``: ``shards`` files by hash of ``key``,
+    rows sorted by ``order`` inside each. Returns the row count written."""
+    with atomic_directory(target) as tmp:
+        out = tmp / "spark"
+        (
+            df.repartition(shards, key)
+            .sortWithinPartitions(*order)
+            .write.mode("overwrite")
+            .option("compression", "zstd")
+            .parquet(str(out))
+        )
+        files = sorted(p for p in out.glob("part-*.parquet"))
+        rows = 0
+        import pyarrow.parquet as pq
+
+        for i, f in enumerate(files):
+            rows += pq.ParquetFile(f).metadata.num_rows
+            os.replace(f, tmp / f"part-{i:05d}.parquet")
+        for leftover in out.iterdir():
+            leftover.unlink()
+        out.rmdir()
+    return rows
+
+
+def build_features(ds: str, settings: Settings, shards: int | None = None) -> dict:
+    """Build the day's vocab, profiles and training examples from the raw (validated) tables.
+
+    Returns counts for the run report: members, jobs, terms (new and total), impressions, positives.
+    """
+    from pyspark.sql import functions as F
+
+    from pipeline.features.profiles import build_profiles, document_frequencies, term_frequencies
+    from pipeline.features.training import label_impressions, training_examples
+    from pipeline.features.vocab import VOCAB_SCHEMA, Vocab, idf, merge_vocab, previous_vocab
+    from pipeline.spark import get_spark
+
+    check_ds(ds)
+    started = time.time()
+    # Python workers must run this interpreter (it has pyarrow/numpy); pipeline.spark does not pin it yet.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = get_spark(settings)
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    layout = settings.layout
+    shards = shards or settings.spark_shuffle_partitions
+
+    members = load_input("members", ds, settings, spark)
+    jobs = load_input("jobs", ds, settings, spark)
+    member_tf = term_frequencies(members, "member_id").cache()
+    job_tf = term_frequencies(jobs, "job_id").cache()
+    n_members, n_jobs = members.count(), jobs.count()
+    n_docs = n_members + n_jobs
+
+    counts = document_frequencies(member_tf, job_tf).toArrow()
+    previous = previous_vocab(ds, settings)
+    vocab_table = merge_vocab(previous, counts, ds)
+    write_partition(layout.features("vocab", ds), vocab_table.cast(VOCAB_SCHEMA))
+    vocab = Vocab(vocab_table)
+    new_terms = int(np.sum(np.asarray(vocab_table["first_ds"].to_pylist()) == ds))
+    log.info("features %s: vocab %d terms (%d new) over %d docs", ds, vocab_table.num_rows, new_terms, n_docs)
+
+    seen = vocab_table.filter(pa.compute.greater(vocab_table["df"], 0))
+    idf_table = pa.table(
+        {"field": seen["field"], "term": seen["term"], "idf": idf(seen["df"].to_numpy(), n_docs)}
+    )
+    idf_df = spark.createDataFrame(idf_table)
+
+    member_profiles = build_profiles(member_tf, idf_df, members.select("member_id"), "member_id")
+    job_meta = jobs.select("job_id", "company_id", F.col("posted_at"), F.col("expires_at"))
+    job_profiles = build_profiles(job_tf, idf_df, jobs.select("job_id"), "job_id").join(job_meta, "job_id")
+    job_profiles = job_profiles.select("job_id", "company_id", "posted_at", "expires_at", *FIELDS)
+    member_profiles = member_profiles.cache()
+    job_profiles = job_profiles.cache()
+    write_spark_partition(
+        member_profiles, layout.features("member_profiles", ds), shards=1, key="member_id", order=["member_id"]
+    )
+    write_spark_partition(job_profiles, layout.features("job_profiles", ds), shards=1, key="job_id", order=["job_id"])
+    log.info("features %s: profiles written (%d members, %d jobs)", ds, n_members, n_jobs)
+
+    impressions = load_input("impressions", ds, settings, spark)
+    applies = load_input("applies", ds, settings, spark)
+    labelled = label_impressions(impressions, applies, settings.label_window_days).cache()
+    positives = labelled.filter(F.col("label") > 0).count()
+    examples = training_examples(labelled, member_profiles, job_profiles, vocab)
+    n_rows = write_spark_partition(
+        examples, layout.features("training", ds), shards=shards, key="member_id", order=["member_id", "impression_id"]
+    )
+    for cached in (member_tf, job_tf, member_profiles, job_profiles, labelled):
+        cached.unpersist()
+    seconds = round(time.time() - started, 3)
+    log.info("features %s: %d training rows (%d positive) in %.1fs", ds, n_rows, positives, seconds)
+    return {
+        "ds": ds,
+        "members": n_members,
+        "jobs": n_jobs,
+        "terms": vocab_table.num_rows,
+        "new_terms": new_terms,
+        "training_rows": n_rows,
+        "positives": positives,
+        "seconds": seconds,
+    }
+

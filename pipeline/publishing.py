@@ -1,0 +1,191 @@
+"""Pipeline tasks of the serving store: publish a day's recommendations, verify them, roll back.
+
+Each task takes the run's ``ds`` (where it has one) and the ``Settings`` and returns a report dict.
+Redis is ``settings.redis_url`` or, unset, the embedded server under ``settings.home / "redis"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+
+import numpy as np
+
+from pipeline.config import Settings
+from pipeline.storage import check_ds, read_partition
+
+log = logging.getLogger(__name__)
+
+REC_COLUMNS = ["member_id", "rank", "job_id", "score"]
+
+
+def serving_keys(settings: Settings):
+    """Key names of the serving store. Prefix: ``settings.extra["redis_prefix"]``, else the environment's
+    ``JOBREC_REDIS_PREFIX``, else ``jobrec`` (several deployments can share one Redis)."""
+    from serving_store.keys import DEFAULT_PREFIX, Keys
+
+    return Keys(settings.extra.get("redis_prefix") or os.environ.get("JOBREC_REDIS_PREFIX") or DEFAULT_PREFIX)
+
+
+def _model_versions(path) -> str:
+    """The distinct model versions of a recommendations partition, comma-joined.
+
+    Read dictionary-encoded: one day holds ~10^8 rows of (almost always) a single version string.
+    """
+    import pyarrow.parquet as pq
+
+    read_partition(path, columns=[])  # same existence/emptiness checks and messages as the main read
+    column = pq.read_table(path, columns=["model_version"], read_dictionary=["model_version"]).column(0)
+    values = set()
+    for chunk in column.chunks:
+        values.update(v for v in chunk.unique().dictionary_decode().to_pylist() if v is not None)
+    return ",".join(sorted(str(v) for v in values))
+
+
+def load_lists(ds: str, settings: Settings):
+    """The ``recommendations/ds=`` partition as grouped lists, and its model version(s)."""
+    from serving_store.publisher import RecommendationLists
+
+    path = settings.layout.recommendations(check_ds(ds))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no recommendations for ds={ds} at {path}; run `jobrec rescore --ds {ds}` first"
+        )
+    table = read_partition(path, columns=REC_COLUMNS)
+    return RecommendationLists.from_table(table), _model_versions(path)
+
+
+def publish(
+    ds: str,
+    settings: Settings,
+    force: bool = False,
+    *,
+    retries: int | None = None,
+    batch_size: int | None = None,
+) -> dict:
+    """Publish ``recommendations/ds=ds`` as a new serving-store version and serve it if it is not older
+    than the served day (or ``force``).
+
+    Returns the report: version, members, ``pointer_moved`` (False for a backfill of an older day: the
+    version is written for inspection, the newer one stays served), ``message``, served version/ds,
+    deleted versions and timings (read_s, write_s, verify_s, total_s).
+
+    Raises ``FileNotFoundError`` (no partition), ``ServingStoreUnavailable`` (Redis unreachable after
+    retries: nothing changed for readers), ``PublishVerificationError`` (written data did not check out).
+    """
+    from serving_store.connection import DEFAULT_RETRIES, connect
+    from serving_store.publisher import DEFAULT_BATCH, publish_lists
+
+    t0 = time.perf_counter()
+    lists, model_version = load_lists(ds, settings)
+    read_s = time.perf_counter() - t0
+    log.info(
+        "publishing %d members (%d rows) of ds=%s, model %s",
+        len(lists),
+        lists.job_ids.size,
+        ds,
+        model_version,
+    )
+    client = connect(
+        settings, retries=DEFAULT_RETRIES if retries is None else retries, client_name="jobrec-publish"
+    )
+    try:
+        result = publish_lists(
+            client,
+            lists,
+            ds=ds,
+            model_version=model_version,
+            keys=serving_keys(settings),
+            versions_kept=settings.versions_kept,
+            force=force,
+            batch_size=batch_size or DEFAULT_BATCH,
+        )
+    finally:
+        client.close()
+    report = result.as_dict()
+    report["timings"] = dict(report["timings"], read_s=read_s)
+    return report
+
+
+def verify(ds: str, settings: Settings, sample: int = 20) -> dict:
+    """Look up ``sample`` members of ``ds`` in the newest complete version published for ``ds`` and compare
+    with the partition; also check that an unknown member gets the fallback list.
+
+    Returns {version, served (is it the served version), checked, mismatches}. Raises ``LookupError``
+    when no complete version of ``ds`` exists and ``PublishVerificationError`` on any mismatch.
+    """
+    from serving_store.connection import connect
+    from serving_store.lookup import Lookup
+    from serving_store.publisher import PublishVerificationError, list_versions, served_version, version_meta
+
+    lists, _ = load_lists(ds, settings)
+    keys = serving_keys(settings)
+    client = connect(settings, client_name="jobrec-verify")
+    try:
+        candidates = [
+            v
+            for v in reversed(list_versions(client, keys))
+            if (m := version_meta(client, keys, v)).get("ds") == ds and m.get("status") == "complete"
+        ]
+        if not candidates:
+            raise LookupError(
+                f"no complete serving-store version for ds={ds}; run `jobrec publish --ds {ds}`"
+            )
+        version = candidates[0]
+        lookup = Lookup(client, keys)
+        rng = np.random.default_rng(zlib.crc32(ds.encode()))
+        picks = rng.choice(len(lists), size=min(sample, len(lists)), replace=False) if len(lists) else []
+        mismatches = []
+        for i in picks:
+            got = lookup.get(int(lists.member_ids[i]), version=version)
+            want_ids, want_scores = lists.items(int(i))
+            if (
+                got.source != "member"
+                or got.job_ids != want_ids.tolist()
+                or not np.array_equal(np.asarray(got.scores, np.float32), want_scores.astype(np.float32))
+            ):
+                mismatches.append(int(lists.member_ids[i]))
+        unknown = int(lists.member_ids.max()) + 1 if len(lists) else 0
+        if lookup.get(unknown, version=version).source != "fallback":
+            mismatches.append(unknown)
+        report = {
+            "ds": ds,
+            "version": version,
+            "served": served_version(client, keys) == version,
+            "checked": len(picks) + 1,
+            "mismatches": mismatches,
+        }
+    finally:
+        client.close()
+    if mismatches:
+        raise PublishVerificationError(
+            f"version {version} of ds={ds} differs from the partition for members {mismatches[:10]}"
+        )
+    return report
+
+
+def rollback(settings: Settings) -> dict:
+    """Serve the previously served version again. Returns {from_version, to_version, ds, model_version}.
+
+    Raises ``ValueError`` when there is nothing to roll back to.
+    """
+    from serving_store.connection import connect
+    from serving_store.publisher import rollback as rollback_pointer
+    from serving_store.publisher import version_meta
+
+    keys = serving_keys(settings)
+    client = connect(settings, client_name="jobrec-rollback")
+    try:
+        old, new = rollback_pointer(client, keys)
+        meta = version_meta(client, keys, new)
+    finally:
+        client.close()
+    log.info("rolled back from version %s to version %s (ds %s)", old, new, meta.get("ds"))
+    return {
+        "from_version": old,
+        "to_version": new,
+        "ds": meta.get("ds"),
+        "model_version": meta.get("model_version"),
+    }

@@ -1,0 +1,238 @@
+"""Pipeline tasks of the first stage: the daily job index update and the top-k candidate retrieval.
+
+``update_index(ds)`` brings the latest earlier index (normally yesterday's) to the jobs of
+``features/job_profiles/ds=`` and swaps it in at ``index/jobs/ds=`` atomically (a full build when there is
+no earlier index or ``rebuild=True``). ``retrieve_candidates(ds)`` scores every member of
+``features/member_profiles/ds=`` against the open jobs of that index with the LR-Cosine field weights and
+writes ``candidates/ds=`` (member_id, job_id, score, rank).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import Settings
+from pipeline.storage import Layout, atomic_directory, check_ds, read_partition
+
+log = logging.getLogger(__name__)
+
+
+def day_bounds_us(ds: str) -> tuple[int, int]:
+    """(start, end) of the UTC day ``ds`` in µs since the epoch."""
+    start = dt.datetime.fromisoformat(check_ds(ds)).replace(tzinfo=dt.UTC)
+    start_us = int(start.timestamp()) * 1_000_000
+    return start_us, start_us + 86_400 * 1_000_000
+
+
+def field_weights_path(settings: Settings) -> Path:
+    """Where the full retrain writes the LR-Cosine field weights (docs/architecture.md)."""
+    return settings.home / "models" / "lr_cosine" / "weights.json"
+
+
+def _previous_index(layout: Layout, ds: str) -> Path | None:
+    """The latest index partition strictly before ``ds`` (yesterday's when the pipeline runs daily)."""
+    earlier = [d for d in layout.partitions(layout.index(ds).parent) if d < ds]
+    return layout.index(earlier[-1]) if earlier else None
+
+
+def update_index(ds: str, settings: Settings, *, rebuild: bool = False) -> dict:
+    """Update (or rebuild) the Whoosh job index of ``ds`` from ``features/job_profiles/ds=``.
+
+    Jobs already expired at the start of ``ds`` are not indexed. Re-running a day rebuilds that day's
+    partition from the same earlier index, so it is idempotent; a failed run leaves the old partition.
+    Returns the run's counts (documents, added, deleted, segments, optimised, size_bytes, mode, seconds).
+    """
+    from retrieval import index as job_index
+
+    layout = settings.layout
+    started = time.perf_counter()
+    jobs = read_partition(layout.features("job_profiles", ds))
+    start_us, _ = day_bounds_us(ds)
+    previous = None if rebuild else _previous_index(layout, ds)
+    with atomic_directory(layout.index(ds)) as tmp:
+        if previous is not None:
+            stats = job_index.update_index(previous, tmp, jobs, active_from_us=start_us)
+        else:
+            stats = job_index.build_index(tmp, jobs, active_from_us=start_us)
+    mode = f"update from {previous.name}" if previous is not None else "rebuild"
+    return {"ds": ds, "mode": mode, **stats.as_dict(), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def read_applies(layout: Layout, ds: str) -> pa.Table:
+    """(member_id, job_id) of every apply in the raw partitions up to and including ``ds``."""
+    parent = layout.raw("applies", ds).parent
+    days = [d for d in layout.partitions(parent) if d <= ds]
+    tables = [read_partition(layout.raw("applies", d), columns=["member_id", "job_id"]) for d in days]
+    if not tables:
+        return pa.table({"member_id": pa.array([], pa.int64()), "job_id": pa.array([], pa.int64())})
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def candidate_batches(
+    job_matrix,
+    members: pa.Table,
+    field_weights: dict[str, float],
+    k: int,
+    *,
+    applies: pa.Table | None = None,
+    open_at_us: int | None = None,
+    region_filter: bool = False,
+    processes: int = 1,
+    block_size: int = 256,
+) -> Iterable[pa.RecordBatch]:
+    """Candidate record batches for ``members`` against ``job_matrix`` (a ``retrieval.batch.JobMatrix``).
+
+    Filters: jobs not open at ``open_at_us`` (posted after or expired by it), (member, job) pairs in
+    ``applies``, and with ``region_filter`` jobs outside the member's region.
+    """
+    from retrieval import batch
+    from retrieval.profiles import region_strings
+
+    if open_at_us is not None:
+        job_matrix = job_matrix.select(job_matrix.open_at(open_at_us))
+    member_ids, queries = batch.member_queries(members, job_matrix, field_weights)
+    applied_rows = applied_cols = member_codes = job_codes = None
+    if applies is not None and applies.num_rows:
+        applied_rows, applied_cols = batch.applied_pairs(
+            member_ids, job_matrix.job_ids, applies["member_id"].to_numpy(), applies["job_id"].to_numpy()
+        )
+    if region_filter:
+        member_codes, job_codes = batch.region_codes(region_strings(members), job_matrix.regions)
+    filters = batch.Filters(applied_rows, applied_cols, member_codes, job_codes)
+    log.info("retrieving top %d of %d open jobs for %d members", k, job_matrix.n_jobs, len(member_ids))
+    return batch.retrieve(
+        job_matrix, queries, member_ids, k, filters=filters, block_size=block_size, processes=processes
+    )
+
+
+def write_candidates(target: Path, batches: Iterable[pa.RecordBatch]) -> int:
+    """Stream candidate batches into the partition ``target`` atomically; returns the row count."""
+    from retrieval.batch import CANDIDATE_SCHEMA
+
+    rows = 0
+    with atomic_directory(target) as tmp:
+        with pq.ParquetWriter(tmp / "part-00000.parquet", CANDIDATE_SCHEMA, compression="zstd") as writer:
+            for record_batch in batches:
+                writer.write_batch(record_batch)
+                rows += record_batch.num_rows
+    return rows
+
+
+def _applied_lists(members: pa.Table, applies: pa.Table) -> pa.ListArray:
+    """Per member row, the job IDs it applied to (list<int64>), aligned with ``members``."""
+    applied_members = applies["member_id"].to_numpy()
+    order = np.argsort(applied_members, kind="stable")
+    applied_members, applied_jobs = applied_members[order], applies["job_id"].to_numpy()[order]
+    member_ids = members["member_id"].to_numpy()
+    lo = np.searchsorted(applied_members, member_ids, "left")
+    lengths = np.searchsorted(applied_members, member_ids, "right") - lo
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    positions = np.repeat(lo - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(applied_jobs[positions], pa.int64()))
+
+
+def retrieve_spark(
+    spark,
+    job_matrix,
+    members: pa.Table,
+    field_weights: dict[str, float],
+    k: int,
+    *,
+    applies: pa.Table | None = None,
+    region_filter: bool = False,
+    partitions: int | None = None,
+):
+    """The Spark variant of the batch engine: a DataFrame of candidates (member_id, job_id, score, rank).
+
+    The job matrix (already restricted to open jobs) is broadcast once; members are split into partitions
+    and each partition is scored with ``retrieval.batch.score_member_batches`` through ``mapInArrow``. The
+    applied-to jobs travel with each member as an ``applied_job_ids`` list column.
+    """
+    from retrieval.batch import CANDIDATE_SCHEMA, score_member_batches
+
+    if applies is not None and applies.num_rows:
+        members = members.append_column("applied_job_ids", _applied_lists(members, applies))
+    shared = spark.sparkContext.broadcast(job_matrix)
+    weights = dict(field_weights)
+
+    def score_partition(batches):
+        return score_member_batches(batches, shared.value, weights, k, region_filter=region_filter)
+
+    frame = spark.createDataFrame(members)
+    frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return frame.mapInArrow(score_partition, from_arrow_schema(CANDIDATE_SCHEMA))
+
+
+def default_processes() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def retrieve_candidates(
+    ds: str,
+    settings: Settings,
+    k: int | None = None,
+    *,
+    region_filter: bool = False,
+    processes: int | None = None,
+    engine: str = "processes",
+) -> dict:
+    """Write ``candidates/ds=``: the top ``k`` (default ``settings.candidates_k``) open jobs per member.
+
+    Reads the index of ``ds`` (run :func:`update_index` first), ``features/member_profiles/ds=``, the raw
+    applies up to ``ds`` and the field weights (``models/lr_cosine/weights.json``, equal weights when absent).
+    ``engine`` is ``processes`` (forked workers on this machine) or ``spark`` (member partitions on the
+    Spark cluster of ``settings``). Returns counts for the run report.
+    """
+    from retrieval import batch
+    from retrieval import index as job_index
+    from retrieval.schema import load_field_weights
+
+    if engine not in ("processes", "spark"):
+        raise ValueError(f"engine must be 'processes' or 'spark'; got {engine!r}")
+    k = int(k or settings.candidates_k)
+    layout = settings.layout
+    started = time.perf_counter()
+    job_matrix = batch.JobMatrix.from_index(job_index.open_index(layout.index(ds)))
+    members = read_partition(layout.features("member_profiles", ds))
+    weights = load_field_weights(field_weights_path(settings))
+    applies = read_applies(layout, ds)
+    _, end_us = day_bounds_us(ds)
+    if engine == "spark":
+
+        from pipeline.spark import get_spark
+
+        open_jobs = job_matrix.select(job_matrix.open_at(end_us))
+        frame = retrieve_spark(
+            get_spark(settings), open_jobs, members, weights, k, applies=applies, region_filter=region_filter
+        )
+        with atomic_directory(layout.candidates(ds)) as tmp:
+            frame.write.mode("overwrite").parquet(str(tmp / "spark"))
+            for part in (tmp / "spark").glob("part-*.parquet"):
+                part.rename(tmp / part.name)
+            for leftover in (tmp / "spark").iterdir():
+                leftover.unlink()
+            (tmp / "spark").rmdir()
+        rows = read_partition(layout.candidates(ds), columns=["rank"]).num_rows
+    else:
+        batches = candidate_batches(
+            job_matrix, members, weights, k, applies=applies, open_at_us=end_us,
+            region_filter=region_filter, processes=processes or default_processes(),
+        )
+        rows = write_candidates(layout.candidates(ds), batches)
+    open_jobs_count = int(np.sum(job_matrix.open_at(end_us)))
+    return {
+        "ds": ds, "k": k, "members": members.num_rows, "open_jobs": open_jobs_count,
+        "indexed_jobs": job_matrix.n_jobs, "applies_excluded_from": applies.num_rows, "candidates": rows,
+        "engine": engine, "field_weights": weights, "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,396 @@
+"""Re-scoring (``jobrec rescore --ds``): score each member's first-stage candidates with the full GLMix model.
+
+score(m, j) = b₀ + x_mj'b + α_m0 + s_j'α_m + β_j0 + q_m'β_j, the linear predictor (log-odds for the logistic
+model), computed per block of members with sparse matrices built once: x from
+:func:`pipeline.features.pairs.pair_features` (the training code path; position fixed at
+:data:`~pipeline.features.pairs.CANONICAL_POSITION`), s_j/q_m the job/member profiles over the vocab's term
+indices, α/β the per-member/per-job coefficient matrices over the same indices.
+
+Post-processing, in order: drop jobs that are not active after ``ds`` (expires_at ≤ the end of ``ds``, or
+unknown), drop jobs the member applied to in the last ``applied_lookback_days`` days, keep at most
+``max_per_company`` jobs per company (highest scores first), keep the top N. Ties break on job_id.
+
+Members without coefficients score with α = 0. Members without (usable) candidates — in the day's member
+snapshot but absent from ``candidates/`` — are scored against a fallback pool: the ``fallback_pool`` active
+jobs with the highest member-independent part of the score (b₀ + job main effects + β_j0).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from pipeline.config import Settings
+from pipeline.features.pairs import CANONICAL_POSITION, GlobalSpace, ProfileBlock, pair_features, rowwise_dot
+from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS, Vocab, load_vocab
+from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PER_COMPANY = 10
+INTERCEPT = "(intercept)"
+RECOMMENDATION_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.int64()),
+        pa.field("rank", pa.int32()),
+        pa.field("job_id", pa.int64()),
+        pa.field("score", pa.float64()),
+        pa.field("model_version", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A GLMix model laid out for block scoring over one day's feature space.
+
+    Attributes:
+        version: the model version written next to every recommendation.
+        fixed: coefficient per global feature id; ``fixed_intercept`` b₀.
+        member_coef: (members × vocab) sparse α rows; ``member_intercept`` α_m0 per member row.
+        job_coef: (jobs × vocab) sparse β rows; ``job_intercept`` β_j0 per job row.
+        members_with_coefficients: how many scored members have a per-member coefficient row.
+    """
+
+    version: str
+    fixed: np.ndarray
+    fixed_intercept: float
+    member_coef: sp.csr_matrix
+    member_intercept: np.ndarray
+    job_coef: sp.csr_matrix
+    job_intercept: np.ndarray
+    members_with_coefficients: int
+
+
+def _coordinates(meta: dict) -> tuple[list[str], str | None, str | None]:
+    """(fixed coordinate names, per-member coordinate, per-job coordinate) from model.json's spec."""
+    coords = meta.get("spec", {}).get("coordinates", [])
+    fixed = [c["name"] for c in coords if c.get("type") == "fixed"]
+    per_member = next((c["name"] for c in coords if c.get("type") == "random" and c.get("entity") == "member_id"), None)
+    per_job = next((c["name"] for c in coords if c.get("type") == "random" and c.get("entity") == "job_id"), None)
+    return fixed, per_member, per_job
+
+
+def _profile_feature_columns(features: pa.Array, vocab: Vocab) -> np.ndarray:
+    """Vocab index of each ``<field>=<term>`` feature name (-1 for anything else, e.g. the intercept)."""
+    cols = np.full(len(features), -1, dtype=np.int64)
+    for f in FIELDS:
+        prefix = f + "="
+        mask = pc.fill_null(pc.starts_with(features, prefix), False).to_numpy(zero_copy_only=False)
+        if not mask.any():
+            continue
+        where = np.flatnonzero(mask)
+        terms = pc.utf8_slice_codeunits(features.take(pa.array(where)), len(prefix))
+        local = vocab.local_codes(f, terms)
+        known = local >= 0
+        cols[where[known]] = vocab.indices(f)[local[known]]
+    return cols
+
+
+def _entity_matrix(part: pa.Table, entity_ids: np.ndarray, vocab: Vocab) -> tuple[sp.csr_matrix, np.ndarray, int]:
+    """Per-entity coefficient rows aligned with ``entity_ids`` (sorted): (matrix, intercepts, entities found)."""
+    n = len(entity_ids)
+    if part.num_rows == 0:
+        return sp.csr_matrix((n, max(vocab.size, 1))), np.zeros(n), 0
+    ids = pc.cast(part["entity"], pa.int64()).to_numpy(zero_copy_only=False)
+    pos = np.searchsorted(entity_ids, ids)
+    pos_clipped = np.minimum(pos, max(n - 1, 0))
+    found = (pos < n) & (entity_ids[pos_clipped] == ids) if n else np.zeros(len(ids), bool)
+    features = part["feature"].combine_chunks()
+    values = part["value"].to_numpy(zero_copy_only=False)
+    is_intercept = pc.fill_null(pc.equal(features, INTERCEPT), False).to_numpy(zero_copy_only=False)
+    intercepts = np.zeros(n)
+    np.add.at(intercepts, pos[found & is_intercept], values[found & is_intercept])
+    cols = _profile_feature_columns(features, vocab)
+    keep = found & (cols >= 0)
+    matrix = sp.csr_matrix((values[keep], (pos[keep], cols[keep])), shape=(n, max(vocab.size, 1)))
+    return matrix, intercepts, int(np.unique(pos[found]).size)
+
+
+def load_scoring_model(model_dir: Path, space: GlobalSpace, member_ids: np.ndarray, job_ids: np.ndarray) -> ScoringModel:
+    """Read ``model.json`` + ``coefficients.parquet`` and lay the coefficients out over the day's features.
+
+    ``member_ids``/``job_ids`` are the sorted entity IDs of the rows being scored. Features the day's
+    feature space does not have contribute nothing (as for unseen features at training time).
+    """
+    model_dir = Path(model_dir)
+    meta_path, coef_path = model_dir / "model.json", model_dir / "coefficients.parquet"
+    if not meta_path.is_file() or not coef_path.is_file():
+        raise FileNotFoundError(
+            f"no GLMix model at {model_dir} (needs model.json and coefficients.parquet); train one first "
+            "(`jobrec train`) or pass --model DIR"
+        )
+    meta = json.loads(meta_path.read_text())
+    coefficients = pq.read_table(coef_path)
+    fixed_names, per_member, per_job = _coordinates(meta)
+    coordinate = coefficients["coordinate"]
+
+    fixed_part = coefficients.filter(pc.is_in(coordinate, pa.array(fixed_names, pa.string())))
+    features = fixed_part["feature"].combine_chunks()
+    values = fixed_part["value"].to_numpy(zero_copy_only=False)
+    ids = space.ids_of(features)
+    fixed = np.zeros(len(space.names))
+    np.add.at(fixed, ids[ids >= 0], values[ids >= 0])
+    is_intercept = pc.fill_null(pc.equal(features, INTERCEPT), False).to_numpy(zero_copy_only=False)
+    unknown = int(np.sum((ids < 0) & ~is_intercept))
+    if unknown:
+        log.info("model %s: %d fixed-effect features are not in this day's feature space", model_dir, unknown)
+
+    def part_of(name: str | None) -> pa.Table:
+        if name is None:
+            return coefficients.slice(0, 0)
+        return coefficients.filter(pc.equal(coordinate, name))
+
+    member_coef, member_intercept, n_members = _entity_matrix(part_of(per_member), member_ids, space.vocab)
+    job_coef, job_intercept, _ = _entity_matrix(part_of(per_job), job_ids, space.vocab)
+    return ScoringModel(
+        version=str(meta.get("version") or model_dir.name),
+        fixed=fixed,
+        fixed_intercept=float(values[is_intercept].sum()),
+        member_coef=member_coef,
+        member_intercept=member_intercept,
+        job_coef=job_coef,
+        job_intercept=job_intercept,
+        members_with_coefficients=n_members,
+    )
+
+
+def score_pairs(
+    model: ScoringModel,
+    space: GlobalSpace,
+    members: ProfileBlock,
+    member_profile_matrix: sp.csr_matrix,
+    member_rows: np.ndarray,
+    jobs: ProfileBlock,
+    job_profile_matrix: sp.csr_matrix,
+    job_rows: np.ndarray,
+) -> np.ndarray:
+    """The full GLMix linear predictor for the pairs (member row, job row), vectorised over the block."""
+    position = np.full(len(member_rows), CANONICAL_POSITION, dtype=np.float64)
+    x = pair_features(members, member_rows, jobs, job_rows, position, space)
+    score = x.score(model.fixed) + model.fixed_intercept
+    score += rowwise_dot(job_profile_matrix, job_rows, model.member_coef, member_rows)
+    score += model.member_intercept[member_rows]
+    score += rowwise_dot(member_profile_matrix, member_rows, model.job_coef, job_rows)
+    score += model.job_intercept[job_rows]
+    return score
+
+
+def _group_rank(keys: list[np.ndarray], descending_score: np.ndarray, tiebreak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order rows by (keys..., score desc, tiebreak) and return (order, 0-based rank within the keys group)."""
+    order = np.lexsort((tiebreak, -descending_score, *reversed(keys)))
+    n = len(order)
+    if n == 0:
+        return order, np.zeros(0, dtype=np.int64)
+    sorted_keys = [k[order] for k in keys]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = np.logical_or.reduce([k[1:] != k[:-1] for k in sorted_keys])
+    starts = np.flatnonzero(new_group)
+    group_start = np.repeat(starts, np.diff(np.append(starts, n)))
+    return order, np.arange(n) - group_start
+
+
+def select_top(
+    member_rows: np.ndarray,
+    job_rows: np.ndarray,
+    scores: np.ndarray,
+    company: np.ndarray,
+    job_ids: np.ndarray,
+    top_n: int,
+    max_per_company: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Company cap then top N per member: (member_rows, job_rows, scores, 1-based ranks), sorted by rank."""
+    if max_per_company is not None:
+        order, rank = _group_rank([member_rows, company[job_rows]], scores, job_ids[job_rows])
+        keep = order[rank < max_per_company]
+        member_rows, job_rows, scores = member_rows[keep], job_rows[keep], scores[keep]
+    order, rank = _group_rank([member_rows], scores, job_ids[job_rows])
+    keep = rank < top_n
+    order, rank = order[keep], rank[keep]
+    return member_rows[order], job_rows[order], scores[order], rank + 1
+
+
+def _applied_pairs(ds: str, settings: Settings, lookback_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """(member_id, job_id) of the applies of the last ``lookback_days`` days up to ``ds`` that exist."""
+    from pipeline.features import load_arrow_input
+
+    members, jobs = [], []
+    for back in range(lookback_days):
+        day = shift_ds(ds, -back)
+        try:
+            table = load_arrow_input("applies", day, settings)
+        except FileNotFoundError:
+            continue
+        members.append(table["member_id"].to_numpy(zero_copy_only=False))
+        jobs.append(table["job_id"].to_numpy(zero_copy_only=False))
+    if not members:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(members).astype(np.int64), np.concatenate(jobs).astype(np.int64)
+
+
+def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row of each id in ``sorted_ids`` (-1 when absent)."""
+    if len(sorted_ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, ids)
+    pos_clipped = np.minimum(pos, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos_clipped] == ids, pos_clipped, -1).astype(np.int64)
+
+
+def _with_members(profiles: pa.Table, extra_ids: np.ndarray) -> pa.Table:
+    """``profiles`` plus empty-profile rows for ``extra_ids``, sorted by member_id."""
+    profiles = profiles.select(["member_id", *FIELDS])
+    if len(extra_ids):
+        empty = pa.table(
+            {"member_id": pa.array(extra_ids, pa.int64()), **{f: pa.array([[]] * len(extra_ids)) for f in FIELDS}}
+        )
+        empty = empty.cast(profiles.schema)
+        profiles = pa.concat_tables([profiles, empty])
+    return profiles.sort_by("member_id")
+
+
+def rescore(
+    ds: str,
+    settings: Settings,
+    top_n: int | None = None,
+    model_dir: str | Path | None = None,
+    max_per_company: int | None = DEFAULT_MAX_PER_COMPANY,
+    *,
+    pairs_per_block: int = 250_000,
+    fallback_pool: int | None = None,
+    applied_lookback_days: int = 60,
+) -> dict:
+    """Write ``recommendations/ds=`` (member_id, rank, job_id, score, model_version) for every member.
+
+    Reads ``candidates/ds=``, the day's features (vocab, member and job profiles) and the GLMix model at
+    ``model_dir`` (default ``settings.layout.model_daily(ds)``). Returns counts and timings.
+    """
+    check_ds(ds)
+    started = time.time()
+    layout = settings.layout
+    top_n = settings.top_n if top_n is None else int(top_n)
+    if top_n < 1:
+        raise ValueError(f"top_n must be >= 1; got {top_n}")
+    if max_per_company is not None and max_per_company < 1:
+        raise ValueError(f"max_per_company must be >= 1 (or None for no cap); got {max_per_company}")
+    fallback_pool = fallback_pool or 5 * top_n
+    model_dir = Path(model_dir) if model_dir is not None else layout.model_daily(ds)
+    cand_path = layout.candidates(ds)
+    if not cand_path.exists():
+        raise FileNotFoundError(f"no candidates for ds={ds} at {cand_path}; run `jobrec retrieve --ds {ds}` first")
+    for kind in ("member_profiles", "job_profiles"):
+        if not layout.features(kind, ds).exists():
+            raise FileNotFoundError(f"no {kind} for ds={ds}; run `jobrec features --ds {ds}` first")
+
+    space = GlobalSpace.from_vocab(load_vocab(ds, settings))
+    candidates = read_partition(cand_path, columns=["member_id", "job_id"])
+    cand_members = candidates["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+    cand_jobs = candidates["job_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+
+    job_table = read_partition(layout.features("job_profiles", ds)).sort_by("job_id")
+    job_ids = job_table["job_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+    company = job_table["company_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+    end_of_day = dt.datetime.fromisoformat(shift_ds(ds, 1)).replace(tzinfo=dt.UTC)
+    expires = pc.cast(job_table["expires_at"], pa.timestamp("us", tz="UTC"))
+    active = pc.fill_null(pc.greater(expires, pa.scalar(end_of_day, pa.timestamp("us", tz="UTC"))), False)
+    active = active.to_numpy(zero_copy_only=False)
+
+    member_profiles = read_partition(layout.features("member_profiles", ds))
+    known = member_profiles["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+    extra = np.setdiff1d(np.unique(cand_members), known)
+    member_table = _with_members(member_profiles, extra)
+    member_ids = member_table["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+
+    members = ProfileBlock.from_table(member_table, space.vocab)
+    jobs = ProfileBlock.from_table(job_table, space.vocab)
+    member_matrix, job_matrix = members.combined(), jobs.combined()
+    model = load_scoring_model(model_dir, space, member_ids, job_ids)
+    log.info("rescore %s: model %s, %d members, %d jobs (%d active), %d candidates",
+             ds, model.version, len(member_ids), len(job_ids), int(active.sum()), len(cand_members))
+
+    # Candidate pairs that survive the filters: known active job, not applied to already.
+    m_rows, j_rows = _lookup(member_ids, cand_members), _lookup(job_ids, cand_jobs)
+    usable = (j_rows >= 0) & (m_rows >= 0)
+    usable[usable] &= active[j_rows[usable]]
+    applied_m, applied_j = _applied_pairs(ds, settings, applied_lookback_days)
+    am, aj = _lookup(member_ids, applied_m), _lookup(job_ids, applied_j)
+    applied_keys = np.unique(am[(am >= 0) & (aj >= 0)] * len(job_ids) + aj[(am >= 0) & (aj >= 0)])
+    pair_keys = m_rows * len(job_ids) + j_rows
+    usable &= ~np.isin(pair_keys, applied_keys)
+    m_rows, j_rows = m_rows[usable], j_rows[usable]
+
+    # Members with nothing usable get the fallback pool: active jobs by their member-independent score.
+    without = np.setdiff1d(np.arange(len(member_ids)), m_rows)
+    if len(without):
+        prior = model.fixed_intercept + model.job_intercept.copy()
+        for f in CATEGORICAL_FIELDS:
+            code = jobs.codes[f]
+            has = code >= 0
+            prior[has] += model.fixed[space.job_base[f] + code[has]]
+        pool = np.flatnonzero(active)
+        pool = pool[np.lexsort((job_ids[pool], -prior[pool]))][:fallback_pool]
+        fm = np.repeat(without, len(pool))
+        fj = np.tile(pool, len(without))
+        keep = ~np.isin(fm * len(job_ids) + fj, applied_keys)
+        m_rows, j_rows = np.concatenate([m_rows, fm[keep]]), np.concatenate([j_rows, fj[keep]])
+
+    order = np.argsort(m_rows, kind="stable")
+    m_rows, j_rows = m_rows[order], j_rows[order]
+    target = layout.recommendations(ds)
+    written = 0
+    member_starts = np.flatnonzero(np.r_[True, m_rows[1:] != m_rows[:-1]]) if len(m_rows) else np.zeros(0, int)
+    with atomic_directory(target) as tmp:
+        writer = pq.ParquetWriter(tmp / "part-00000.parquet", RECOMMENDATION_SCHEMA, compression="zstd")
+        try:
+            start = 0
+            while start < len(m_rows):
+                # Block boundary on a member boundary, about pairs_per_block pairs per block.
+                cut = np.searchsorted(member_starts, start + pairs_per_block, side="left")
+                stop = int(member_starts[cut]) if cut < len(member_starts) else len(m_rows)
+                stop = max(stop, start + 1) if stop <= start else stop
+                bm, bj = m_rows[start:stop], j_rows[start:stop]
+                scores = score_pairs(model, space, members, member_matrix, bm, jobs, job_matrix, bj)
+                rm, rj, rs, rank = select_top(bm, bj, scores, company, job_ids, top_n, max_per_company)
+                writer.write_table(
+                    pa.table(
+                        {
+                            "member_id": pa.array(member_ids[rm], pa.int64()),
+                            "rank": pa.array(rank, pa.int32()),
+                            "job_id": pa.array(job_ids[rj], pa.int64()),
+                            "score": pa.array(rs, pa.float64()),
+                            "model_version": pa.array([model.version] * len(rm), pa.string()),
+                        },
+                        schema=RECOMMENDATION_SCHEMA,
+                    )
+                )
+                written += len(rm)
+                log.debug("rescore %s: scored pairs %d..%d", ds, start, stop)
+                start = stop
+        finally:
+            writer.close()
+    seconds = time.time() - started
+    scored_members = len(member_ids)
+    log.info("rescore %s: %d members, %d pairs scored, %d recommendations in %.1fs",
+             ds, scored_members, len(m_rows), written, seconds)
+    return {
+        "ds": ds,
+        "model_version": model.version,
+        "members": scored_members,
+        "members_with_candidates": int(scored_members - len(without)),
+        "members_on_fallback": int(len(without)),
+        "members_with_coefficients": model.members_with_coefficients,
+        "pairs_scored": int(len(m_rows)),
+        "recommendations": written,
+        "seconds": round(seconds, 3),
+        "members_per_second": round(scored_members / seconds, 1) if seconds > 0 else None,
+    }

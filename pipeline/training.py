@@ -1,0 +1,473 @@
+"""GLMix training tasks: the daily random-effect retrain, the periodic full retrain, the gates, promotion.
+
+Model store (under ``$JOBREC_HOME/models``)::
+
+    full/full-<ds>/        a full GLMix fit (fixed + random effects) on the window ending at ds
+    daily/ds=<ds>/         the day's model: the fixed effect copied (locked) from its parent, the random
+                           effects refit on the day's data, warm-started from the parent
+    current.json           {"version": "full-<ds>", "ds": ...}: the promoted full model
+
+Every model directory holds glmix_core's ``model.json`` + ``coefficients.parquet``; ``model.json`` also holds
+the lineage ``{ds, kind, version, parent: {kind, version}, base_full, mode, metrics}``. ``base_full`` is the full model at
+the root of the warm-start chain; when a newer full model has been promoted since yesterday's daily model
+was trained, today's daily model warm-starts from the full model instead (it carries the new fixed effect).
+
+Holdout: an impression belongs to the holdout when a fixed hash of its ``impression_id`` falls below
+``HOLDOUT_FRACTION``: deterministic, so reruns use the same split and two models are always compared on the
+same rows. Heavy imports (numpy, pyarrow, glmix_core) stay inside functions: the DAG files reference
+:class:`GateFailedError` by its import path at parse time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "glmix_full.yaml"
+HOLDOUT_FRACTION = 0.2
+DEFAULT_L2_GRID = (0.1, 1.0, 10.0)
+RETRAIN_MODES = ("warm_start", "incremental")
+
+
+class GateFailedError(RuntimeError):
+    """A quality gate stopped a model: it is not published (daily) or not promoted (full)."""
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def load_spec(l2: float | dict[str, float] | None = None):
+    """The pipeline's GLMix spec (``specs/glmix_full.yaml``), optionally with every/some ``l2`` replaced."""
+    from glmix_core.spec import GLMixSpec
+
+    spec = GLMixSpec.from_yaml(SPEC_PATH)
+    if l2 is None:
+        return spec
+    if not isinstance(l2, dict):
+        l2 = {c.name: float(l2) for c in spec.coordinates}
+    return spec.with_l2(l2)
+
+
+def fixed_coordinates(spec) -> list[str]:
+    return [c.name for c in spec.coordinates if c.type == "fixed"]
+
+
+def holdout_mask(impression_ids, fraction: float = HOLDOUT_FRACTION):
+    """Boolean mask of holdout rows: splitmix64(impression_id) / 2**64 < ``fraction`` (vectorized)."""
+    import numpy as np
+
+    z = np.asarray(impression_ids, dtype=np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53) < fraction
+
+
+def load_training_day(ds: str, settings: Settings):
+    """The day's ``features/training`` partition, or ``FileNotFoundError`` saying which task to run."""
+    from pipeline.storage import read_partition
+
+    path = settings.layout.features("training", ds)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no training features for ds={ds} at {path}: run the features task first "
+            f"(`jobrec features --ds {ds}`, or the build_features task of jobrec_daily)"
+        )
+    return read_partition(path)
+
+
+def split_holdout(table, fraction: float = HOLDOUT_FRACTION):
+    """``(train, holdout)`` split of a training table by :func:`holdout_mask` on ``impression_id``."""
+    import pyarrow as pa
+
+    mask = holdout_mask(table.column("impression_id").to_numpy(), fraction)
+    return table.filter(pa.array(~mask)), table.filter(pa.array(mask))
+
+
+def read_lineage(model_dir: Path) -> dict:
+    """The jobrec lineage (ds, kind, version, parent, base_full, metrics) from a model's ``model.json``."""
+    path = Path(model_dir) / "model.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{model_dir} is not a model directory (no model.json)")
+    meta = json.loads(path.read_text())
+    if "kind" not in meta:
+        raise ValueError(f"{path} has no jobrec lineage (kind, parent, base_full): it was not written by jobrec")
+    return meta
+
+
+def pointer_path(settings: Settings) -> Path:
+    return settings.home / "models" / "current.json"
+
+
+def current_full(settings: Settings) -> dict | None:
+    """The promoted full model's pointer ``{"version", "ds", "path", ...}``, or ``None`` before any."""
+    path = pointer_path(settings)
+    if not path.exists():
+        return None
+    pointer = json.loads(path.read_text())
+    pointer["path"] = str(settings.layout.model_full(pointer["version"]))
+    return pointer
+
+
+def full_version(ds: str) -> str:
+    return f"full-{ds}"
+
+
+def resolve_parent(ds: str, settings: Settings) -> dict:
+    """The model today's daily retrain warm-starts from: ``{"kind", "version", "path", "base_full"}``.
+
+    Yesterday's daily model, unless a full model newer than yesterday's chain (and not trained on days after
+    ``ds``) has been promoted since; the promoted full model when there is no daily model for yesterday.
+    """
+    from pipeline.storage import shift_ds
+
+    current = current_full(settings)
+    previous_dir = settings.layout.model_daily(shift_ds(ds, -1))
+    if previous_dir.exists():
+        previous = read_lineage(previous_dir)
+        newer_full = (
+            current is not None and current["version"] != previous.get("base_full") and current["ds"] < ds
+        )
+        if not newer_full:
+            return {
+                "kind": "daily",
+                "version": f"daily-{shift_ds(ds, -1)}",
+                "path": str(previous_dir),
+                "base_full": previous.get("base_full"),
+            }
+    if current is None:
+        raise FileNotFoundError(
+            f"no model to warm-start the daily retrain of ds={ds} from: no daily model for the day before and "
+            "no promoted full model. Run the full retrain first (`jobrec train full --ds <date>` or the "
+            "jobrec_full_retrain DAG)"
+        )
+    return {"kind": "full", "version": current["version"], "path": current["path"], "base_full": current["version"]}
+
+
+def _fit(spec, train, *, validation=None, warm_start=None, lock=(), incremental=False, engine="local",
+         metadata=None):
+    """One call into ``glmix_core.fit`` (``incremental``: the parent's posterior is the prior, γ = 1)."""
+    import inspect
+
+    from glmix_core.fitting import fit
+
+    kwargs: dict[str, Any] = {"validation": validation, "warm_start": warm_start, "lock": list(lock)}
+    if incremental:
+        kwargs["incremental"] = {"forgetting": 1.0}
+    if metadata:
+        kwargs["metadata"] = metadata
+    if engine != "local":
+        if "engine" not in inspect.signature(fit).parameters:
+            raise ValueError(f"engine={engine!r} is not available in this glmix_core; use engine='local'")
+        kwargs["engine"] = engine
+    return fit(spec, train, **kwargs)
+
+
+def load_model(path: str | Path):
+    from glmix_core.model import load_model as _load
+
+    return _load(Path(path))
+
+
+def holdout_auc(model, holdout) -> float:
+    """AUC of ``model``'s scores on ``holdout`` against the spec's response column."""
+    from glmix_core.metrics import auc
+
+    y = holdout.column(model.spec.response).to_numpy(zero_copy_only=False).astype(float)
+    return float(auc(y, model.score(holdout)))
+
+
+def member_coverage(model_dir: Path, holdout, coordinate: str = "per_member", entity: str = "member_id") -> float:
+    """Share of holdout rows whose entity has coefficients in the model's ``coordinate``.
+
+    Read from ``coefficients.parquet`` (long form: coordinate, entity, feature, value, variance).
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if holdout.num_rows == 0:
+        return 0.0
+    coefficients = pq.read_table(Path(model_dir) / "coefficients.parquet", columns=["coordinate", "entity"])
+    entities = coefficients.filter(pc.equal(coefficients.column("coordinate"), coordinate)).column("entity")
+    known = np.unique(entities.drop_null().to_numpy(zero_copy_only=False).astype(str))
+    rows = holdout.column(entity).to_numpy(zero_copy_only=False).astype(str)
+    return float(np.isin(rows, known).mean())
+
+
+def _save_model(model, target: Path, lineage: dict) -> None:
+    """Write the model to ``target`` (glmix_core writes atomically) with ``lineage`` in its ``model.json``."""
+    metrics = {**model.metadata.get("metrics", {}), **lineage.pop("metrics", {})}
+    model.metadata.update(lineage, metrics=metrics)
+    model.save(target)
+
+
+# --------------------------------------------------------------------------------------------- daily
+
+
+def train_daily(ds: str, settings: Settings, mode: str = "warm_start", engine: str = "local") -> dict:
+    """Refit the random effects on the day's training features with the fixed effect locked.
+
+    Args:
+        ds: the day, YYYY-MM-DD; reads ``features/training/ds=<ds>`` minus the holdout.
+        settings: pipeline settings.
+        mode: ``warm_start`` (refit the random effects starting from the parent's coefficients) or
+            ``incremental`` (update the parent's random effects with the day's data, the parent's posterior
+            as the prior).
+        engine: glmix_core engine, ``local`` or ``spark``.
+
+    Writes ``models/daily/ds=<ds>/`` atomically (model; ``model.json`` holds metrics and parent) and
+    returns ``{"rows", "holdout_rows", "parent", "holdout_auc", "parent_holdout_auc", "mode", "path"}``.
+    """
+    from pipeline.storage import check_ds
+
+    check_ds(ds)
+    if mode not in RETRAIN_MODES:
+        raise ValueError(f"mode must be one of {RETRAIN_MODES}; got mode={mode!r}")
+    table = load_training_day(ds, settings)
+    train, holdout = split_holdout(table)
+    if train.num_rows == 0:
+        raise ValueError(f"features/training/ds={ds} has no training rows after the holdout split")
+    parent = resolve_parent(ds, settings)
+    parent_model = load_model(parent["path"])
+    spec = parent_model.spec
+    log.info(
+        "daily retrain ds=%s: %d training rows, %d holdout rows, %s from %s (%s), engine=%s",
+        ds, train.num_rows, holdout.num_rows, mode, parent["version"], parent["kind"], engine,
+    )
+    model = _fit(
+        spec,
+        train,
+        warm_start=parent_model,
+        lock=fixed_coordinates(spec),
+        incremental=(mode == "incremental"),
+        engine=engine,
+    )
+    metrics = {"rows": train.num_rows, "holdout_rows": holdout.num_rows}
+    if holdout.num_rows:
+        metrics["holdout_auc"] = holdout_auc(model, holdout)
+        metrics["parent_holdout_auc"] = holdout_auc(parent_model, holdout)
+    target = settings.layout.model_daily(ds)
+    lineage = {
+        "ds": ds,
+        "kind": "daily",
+        "version": f"daily-{ds}",
+        "parent": {k: parent[k] for k in ("kind", "version")},
+        "base_full": parent["base_full"],
+        "mode": mode,
+        "engine": engine,
+        "metrics": metrics,
+    }
+    _save_model(model, target, lineage)
+    log.info("daily model ds=%s written to %s: %s", ds, target, metrics)
+    return {**metrics, "parent": parent["version"], "mode": mode, "path": str(target)}
+
+
+def gate(ds: str, settings: Settings, margin: float = 0.01, min_coverage: float = 0.5) -> dict:
+    """Stop the day's model when it is worse than its parent on the day's holdout, or covers too little.
+
+    Recomputes both AUCs from the stored models (so a model replaced after training is still checked).
+    Raises :class:`GateFailedError` when ``auc < parent_auc - margin`` or when the share of holdout rows
+    whose member has a per-member effect is below ``min_coverage``. Returns the figures checked.
+    """
+    from pipeline.storage import check_ds
+
+    check_ds(ds)
+    if not (0 <= margin <= 1) or not (0 <= min_coverage <= 1):
+        raise ValueError(f"margin and min_coverage must be in [0, 1]; got {margin}, {min_coverage}")
+    model_dir = settings.layout.model_daily(ds)
+    if not model_dir.exists():
+        raise FileNotFoundError(f"no daily model for ds={ds} at {model_dir}: run the retrain task first")
+    lineage = read_lineage(model_dir)
+    parent_kind, parent_version = lineage["parent"]["kind"], lineage["parent"]["version"]
+    parent_dir = (
+        settings.layout.model_daily(parent_version.removeprefix("daily-"))
+        if parent_kind == "daily"
+        else settings.layout.model_full(parent_version)
+    )
+    _, holdout = split_holdout(load_training_day(ds, settings))
+    if holdout.num_rows == 0:
+        raise GateFailedError(f"gate ds={ds}: the holdout is empty, the model cannot be checked")
+    auc = holdout_auc(load_model(model_dir), holdout)
+    parent_auc = holdout_auc(load_model(parent_dir), holdout)
+    coverage = member_coverage(model_dir, holdout)
+    result = {
+        "holdout_auc": auc,
+        "parent_holdout_auc": parent_auc,
+        "auc_delta": auc - parent_auc,
+        "coverage": coverage,
+        "margin": margin,
+        "min_coverage": min_coverage,
+        "holdout_rows": holdout.num_rows,
+        "parent": parent_version,
+    }
+    log.info("gate ds=%s: %s", ds, result)
+    if auc < parent_auc - margin:
+        raise GateFailedError(
+            f"gate ds={ds}: holdout AUC {auc:.4f} is {parent_auc - auc:.4f} below the previous model "
+            f"{parent_version} ({parent_auc:.4f}), more than the margin {margin}; not publishing. "
+            "Inspect the day's data and model, or rerun with a larger gate_margin if the drop is expected."
+        )
+    if coverage < min_coverage:
+        raise GateFailedError(
+            f"gate ds={ds}: only {coverage:.1%} of holdout rows have a per-member effect "
+            f"(minimum {min_coverage:.0%}); not publishing. Check the day's training features."
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------- full
+
+
+def window_dates(ds: str, days: int) -> list[str]:
+    """The ``days`` dates ending at ``ds`` (inclusive), oldest first."""
+    from pipeline.storage import check_ds, shift_ds
+
+    check_ds(ds)
+    if days < 1:
+        raise ValueError(f"window_days must be >= 1; got {days}")
+    return [shift_ds(ds, -offset) for offset in range(days - 1, -1, -1)]
+
+
+def prepare_window(ds: str, settings: Settings, window_days: int = 7) -> dict:
+    """Validate raw data and build features for every day of the window that has raw data but no features.
+
+    Days without raw data are skipped (the window starts when the data does); returns the days used.
+    Raises ``FileNotFoundError`` when no day of the window has raw data.
+    """
+    from pipeline.features import build_features
+    from pipeline.validation import validate_day
+
+    days = window_dates(ds, window_days)
+    layout = settings.layout
+    built, present = [], []
+    for day in days:
+        if layout.features("training", day).exists():
+            present.append(day)
+        elif layout.raw("impressions", day).exists():
+            log.info("full retrain window: building features for %s", day)
+            validate_day(day, settings)
+            build_features(day, settings)
+            built.append(day)
+            present.append(day)
+    if not present:
+        raise FileNotFoundError(
+            f"no raw data and no training features for any day of the window {days[0]}..{days[-1]} under "
+            f"{settings.home}: generate or land raw data first (`jobrec synth ...`)"
+        )
+    return {"days": len(present), "built": len(built), "first_day": present[0], "last_day": present[-1]}
+
+
+def _window_table(ds: str, settings: Settings, days: int):
+    import pyarrow as pa
+
+    present = [d for d in window_dates(ds, days) if settings.layout.features("training", d).exists()]
+    if not present:
+        raise FileNotFoundError(
+            f"no training features in the {days}-day window ending {ds}: run prepare_window/build_features first"
+        )
+    return pa.concat_tables([load_training_day(d, settings) for d in present], promote_options="default"), present
+
+
+def train_full(
+    ds: str,
+    settings: Settings,
+    window_days: int = 7,
+    l2_grid: tuple[float, ...] | list[float] = DEFAULT_L2_GRID,
+    engine: str = "local",
+) -> dict:
+    """Fit the full GLMix on the window ending at ``ds``, choosing one L2 for all coordinates by holdout AUC.
+
+    Writes ``models/full/full-<ds>/`` atomically and returns ``{"version", "l2", "holdout_auc", "grid",
+    "rows", "holdout_rows", "days"}``. The holdout is the same impression-hash split as the daily runs.
+    """
+    grid = [float(v) for v in l2_grid]
+    if not grid or any(not (v > 0) for v in grid):
+        raise ValueError(f"l2_grid must be a non-empty list of positive numbers; got {list(l2_grid)}")
+    table, present = _window_table(ds, settings, window_days)
+    train, holdout = split_holdout(table)
+    if train.num_rows == 0 or holdout.num_rows == 0:
+        raise ValueError(f"the window ending {ds} has too few rows to train and evaluate ({table.num_rows})")
+    results, best, previous = [], None, None
+    for l2 in grid:
+        # Consecutive grid points warm-start from the previous fit: same optimum, fewer iterations.
+        model = _fit(load_spec(l2), train, warm_start=previous, engine=engine)
+        previous = model
+        auc = holdout_auc(model, holdout)
+        results.append({"l2": l2, "holdout_auc": auc})
+        log.info("full retrain ds=%s: l2=%g holdout AUC %.4f", ds, l2, auc)
+        if best is None or auc > best[1]:
+            best = (l2, auc, model)
+    l2, auc, model = best
+    version = full_version(ds)
+    metrics = {"rows": train.num_rows, "holdout_rows": holdout.num_rows, "holdout_auc": auc, "l2": l2}
+    lineage = {
+        "ds": ds,
+        "kind": "full",
+        "version": version,
+        "parent": None,
+        "base_full": version,
+        "window": present,
+        "grid": results,
+        "engine": engine,
+        "metrics": metrics,
+    }
+    _save_model(model, settings.layout.model_full(version), lineage)
+    return {**metrics, "version": version, "days": len(present), "grid": results}
+
+
+def gate_full(ds: str, settings: Settings, margin: float = 0.01, window_days: int = 7) -> dict:
+    """Stop the new full model when its holdout AUC is more than ``margin`` below the promoted one's.
+
+    Both are evaluated on the holdout of the new model's window. Passes when nothing is promoted yet.
+    """
+    version = full_version(ds)
+    model_dir = settings.layout.model_full(version)
+    if not model_dir.exists():
+        raise FileNotFoundError(f"no full model {version} at {model_dir}: run train_full for ds={ds} first")
+    lineage = read_lineage(model_dir)
+    current = current_full(settings)
+    days = len(lineage.get("window") or []) or window_days
+    table, _ = _window_table(ds, settings, max(days, 1))
+    _, holdout = split_holdout(table)
+    auc = holdout_auc(load_model(model_dir), holdout)
+    result = {"version": version, "holdout_auc": auc, "margin": margin, "current": None}
+    if current is None or current["version"] == version:
+        return result
+    current_auc = holdout_auc(load_model(current["path"]), holdout)
+    result.update(current=current["version"], current_holdout_auc=current_auc, auc_delta=auc - current_auc)
+    if auc < current_auc - margin:
+        raise GateFailedError(
+            f"gate {version}: holdout AUC {auc:.4f} is {current_auc - auc:.4f} below the promoted model "
+            f"{current['version']} ({current_auc:.4f}), more than the margin {margin}; not promoting."
+        )
+    return result
+
+
+def promote(ds: str, settings: Settings, version: str | None = None, force: bool = False) -> dict:
+    """Point ``models/current.json`` at the full model of ``ds`` (or ``version``).
+
+    The pointer only moves forward in ``ds`` unless ``force``: promoting an older retrain (a backfill of the
+    periodic DAG) leaves the newer promoted model in place and says so in the result.
+    """
+    from pipeline.storage import write_json
+
+    version = version or full_version(ds)
+    model_dir = settings.layout.model_full(version)
+    if not model_dir.exists():
+        raise FileNotFoundError(f"no full model {version} at {model_dir}: train it before promoting")
+    lineage = read_lineage(model_dir)
+    current = current_full(settings)
+    if current is not None and current["ds"] > lineage["ds"] and not force:
+        log.warning("not promoting %s: the promoted model %s is newer", version, current["version"])
+        return {"promoted": False, "version": version, "current": current["version"]}
+    pointer = {"version": version, "ds": lineage["ds"], "holdout_auc": lineage["metrics"].get("holdout_auc")}
+    write_json(pointer_path(settings), pointer)
+    log.info("promoted %s", version)
+    return {"promoted": True, "version": version, "previous": current["version"] if current else None}

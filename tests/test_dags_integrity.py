@@ -1,0 +1,95 @@
+"""DagBag integrity: both jobrec DAGs import cleanly and carry the policies the project relies on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.airflow_env import DAGS_FOLDER, configure_airflow
+from pipeline.config import Settings
+
+# One Airflow home per pytest process (Airflow reads its config once per process, at import).
+configure_airflow(
+    Settings(home=Path(tempfile.gettempdir()) / f"jobrec-test-airflow-{os.getpid()}"), export_home=False
+)
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_DAGS = {"jobrec_daily", "jobrec_full_retrain"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+def test_both_dags_import_without_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert EXPECTED_DAGS <= set(dagbag.dag_ids)
+
+
+def test_every_dag_has_docs_tags_owner_and_a_timezone_aware_start(dagbag) -> None:
+    for dag_id in EXPECTED_DAGS:
+        dag = dagbag.get_dag(dag_id)
+        assert dag.doc_md and dag_id in dag.doc_md
+        assert "jobrec" in dag.tags
+        assert dag.start_date.tzinfo is not None
+        assert dag.max_active_runs == 1, "backfills must run one day at a time, in date order"
+        assert dag.catchup is False
+        assert dag.schedule in ("@daily", "@weekly")
+
+
+def test_every_task_retries_with_backoff_but_not_on_bad_input(dagbag) -> None:
+    for dag_id in EXPECTED_DAGS:
+        for t in dagbag.get_dag(dag_id).tasks:
+            assert t.retries >= 1, t.task_id
+            assert t.retry_exponential_backoff, t.task_id
+            decision = t.retry_policy.evaluate(FileNotFoundError("raw partition missing"), 1, 3)
+            assert decision.action.value == "fail", t.task_id
+            assert t.retry_policy.evaluate(ConnectionError("redis down"), 1, 3).action.value == "default"
+
+
+def test_gate_failure_is_not_retried(dagbag) -> None:
+    from pipeline.training import GateFailedError
+
+    task = dagbag.get_dag("jobrec_daily").get_task("gate")
+    assert task.retry_policy.evaluate(GateFailedError("auc dropped"), 1, 3).action.value == "fail"
+
+
+def test_retrain_depends_on_past_so_the_warm_start_chain_runs_in_date_order(dagbag) -> None:
+    assert dagbag.get_dag("jobrec_daily").get_task("retrain").depends_on_past
+    assert dagbag.get_dag("jobrec_full_retrain").get_task("train_full").depends_on_past
+
+
+def test_daily_dag_exposes_the_trigger_form_params(dagbag) -> None:
+    params = dagbag.get_dag("jobrec_daily").params
+    for name in ("top_n", "candidates_k", "skip_publish", "engine", "retrain_mode", "gate_margin"):
+        assert name in params, name
+    assert params["retrain_mode"] == "warm_start"
+    assert params["skip_publish"] is False
+    full = dagbag.get_dag("jobrec_full_retrain").params
+    for name in ("window_days", "l2_grid", "engine", "gate_margin"):
+        assert name in full, name
+
+
+def test_daily_dag_wires_tasks_in_pipeline_order(dagbag) -> None:
+    dag = dagbag.get_dag("jobrec_daily")
+    order = ["validate_raw", "build_features", "retrain", "gate", "rescore", "publish", "verify", "run_report"]
+    for upstream, downstream in zip(order, order[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert "rescore" in dag.get_task("retrieve_candidates").downstream_task_ids
+    assert "retrieve_candidates" in dag.get_task("update_index").downstream_task_ids
+
+
+def test_dag_files_do_no_heavy_imports_at_top_level() -> None:
+    for path in DAGS_FOLDER.glob("*.py"):
+        top_level = [
+            line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))
+        ]
+        for line in top_level:
+            assert not any(heavy in line for heavy in ("pyspark", "numpy", "pandas", "pipeline", "redis")), line

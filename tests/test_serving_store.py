@@ -1,0 +1,254 @@
+"""Serving store against a real Redis server: publish, lookup, failure, concurrency, rollback, backfill."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+
+from pipeline import publishing
+from pipeline.storage import write_partition
+from serving_store import codec
+from serving_store.connection import ServingStoreUnavailable, connect, redact_url
+from serving_store.keys import Keys
+from serving_store.lookup import InvalidMemberId, Lookup, NothingPublished, parse_member_id
+from serving_store.publisher import (
+    RecommendationLists,
+    list_versions,
+    publish_lists,
+    served_version,
+    version_meta,
+)
+
+KEYS = Keys()
+
+
+def make_lists(n_members: int, n_jobs: int = 20, *, day: int = 0, seed: int = 0) -> RecommendationLists:
+    """Lists whose job IDs encode the day, so any mixing of versions is visible: job = day * 10^7 + ..."""
+    rng = np.random.default_rng(seed)
+    member_ids = np.arange(n_members, dtype=np.int64) * 3 + 5
+    job_ids = day * 10_000_000 + rng.integers(0, 1_000_000, size=(n_members, n_jobs))
+    scores = -np.sort(-rng.random((n_members, n_jobs)), axis=1)
+    rank = np.tile(np.arange(1, n_jobs + 1, dtype=np.int32), n_members)
+    return RecommendationLists.from_columns(
+        np.repeat(member_ids, n_jobs), rank, job_ids.ravel(), scores.ravel()
+    )
+
+
+def write_recs(settings, ds: str, lists: RecommendationLists, model_version: str = "full-1") -> None:
+    rank = np.arange(lists.job_ids.size) - np.repeat(lists.offsets[:-1], lists.counts) + 1
+    # Rows shuffled on purpose: publish must not depend on the writer's order.
+    order = np.random.default_rng(1).permutation(lists.job_ids.size)
+    table = pa.table(
+        {
+            "member_id": np.repeat(lists.member_ids, lists.counts)[order],
+            "rank": rank.astype(np.int32)[order],
+            "job_id": lists.job_ids[order],
+            "score": lists.scores.astype(np.float64)[order],
+            "model_version": pa.array([model_version] * lists.job_ids.size),
+        }
+    )
+    write_partition(settings.layout.recommendations(ds), table)
+
+
+def assert_served_equals(client, lists: RecommendationLists, version: str | None = None) -> None:
+    lookup = Lookup(client, KEYS)
+    for i in range(len(lists)):
+        got = lookup.get(int(lists.member_ids[i]))
+        want_ids, want_scores = lists.items(i)
+        assert got.source == "member"
+        if version is not None:
+            assert got.version == version
+        assert got.job_ids == want_ids.tolist()
+        assert np.array_equal(np.asarray(got.scores, np.float32), want_scores)
+
+
+@pytest.fixture
+def store_settings(settings, redis_url):
+    return dataclasses.replace(settings, redis_url=redis_url)
+
+
+def test_codec_round_trips_compact_and_wide_ids():
+    ids = np.array([7, 2**32 - 1, 0], dtype=np.int64)
+    scores = np.array([0.9, 0.5, 0.1], dtype=np.float32)
+    packed = codec.encode(ids, scores)
+    assert len(packed) == codec.value_size(3, 4)
+    got_ids, got_scores = codec.decode(packed)
+    assert got_ids.tolist() == ids.tolist() and np.array_equal(got_scores, scores)
+    wide = np.array([2**40, 3], dtype=np.int64)
+    assert codec.decode(codec.encode(wide, scores[:2]))[0].tolist() == wide.tolist()
+    with pytest.raises(codec.CodecError):
+        codec.decode(b"not a packed list")
+
+
+def test_parse_member_id_accepts_int64_and_rejects_the_rest():
+    assert parse_member_id("42") == 42 and parse_member_id(2**63 - 1) == 2**63 - 1
+    for bad in ["-1", "abc", "4.2", "", str(2**63), "١٢"]:
+        with pytest.raises(InvalidMemberId):
+            parse_member_id(bad)
+
+
+def test_publish_then_lookup_returns_every_members_list_and_metadata(store_settings):
+    lists = make_lists(300, day=1)
+    write_recs(store_settings, "2026-01-01", lists)
+    report = publishing.publish("2026-01-01", store_settings, batch_size=64)
+    assert report["pointer_moved"] and report["members"] == 300
+    client = connect(store_settings.redis_url)
+    assert_served_equals(client, lists, report["version"])
+    recs = Lookup(client, KEYS).get(5, limit=3)
+    assert (recs.ds, recs.model_version, len(recs.job_ids)) == ("2026-01-01", "full-1", 3)
+    unknown = Lookup(client, KEYS).get(4)  # 4 is not a member (IDs are 5, 8, 11, ...)
+    assert unknown.source == "fallback" and len(unknown.job_ids) > 0
+    assert publishing.verify("2026-01-01", store_settings)["mismatches"] == []
+
+
+def test_lookup_before_any_publish_says_to_publish(redis_url):
+    with pytest.raises(NothingPublished, match="jobrec publish"):
+        Lookup(connect(redis_url), KEYS).get(5)
+
+
+def test_publish_dropped_halfway_leaves_previous_version_served_and_intact(redis_url):
+    old = make_lists(400, day=1)
+    client = connect(redis_url)
+    first = publish_lists(client, old, ds="2026-01-01", model_version="m1", batch_size=50)
+    killer = redis.Redis.from_url(redis_url)
+
+    def drop_connection(members_written: int) -> None:
+        if members_written >= 200:  # halfway: kill every other client's connection, like a network drop
+            killer.client_kill_filter(_type="normal", skipme=True)
+
+    no_retry = connect(redis_url, retries=0)
+    with pytest.raises(ServingStoreUnavailable, match="cannot reach Redis"):
+        publish_lists(
+            no_retry,
+            make_lists(400, day=2),
+            ds="2026-01-02",
+            model_version="m2",
+            batch_size=50,
+            on_batch=drop_connection,
+        )
+    assert served_version(client, KEYS) == first.version
+    assert_served_equals(client, old, first.version)
+    broken = list_versions(client, KEYS)[-1]
+    assert version_meta(client, KEYS, broken)["status"] == "writing"
+    # The next good publish cleans the half-written version up.
+    new = make_lists(400, day=3)
+    result = publish_lists(client, new, ds="2026-01-03", model_version="m3", versions_kept=1)
+    assert broken in result.deleted_versions and not list(client.scan_iter(KEYS.version_pattern(broken)))
+    assert_served_equals(client, new, result.version)
+
+
+def test_publish_survives_a_connection_drop_by_retrying(redis_url):
+    client = connect(redis_url, retries=3, backoff_base=0.001, backoff_cap=0.01)
+    killer = redis.Redis.from_url(redis_url)
+    killed = []
+
+    def drop_once(members_written: int) -> None:
+        if members_written >= 200 and not killed:
+            killed.append(killer.client_kill_filter(_type="normal", skipme=True))
+
+    lists = make_lists(400, day=1)
+    result = publish_lists(
+        client, lists, ds="2026-01-01", model_version="m1", batch_size=50, on_batch=drop_once
+    )
+    assert killed and killed[0] >= 1 and result.pointer_moved
+    assert_served_equals(client, lists, result.version)
+
+
+def test_unreachable_redis_fails_with_a_clear_message_without_password(store_settings):
+    lists = make_lists(50, day=1)
+    write_recs(store_settings, "2026-01-01", lists)
+    served = publishing.publish("2026-01-01", store_settings)["version"]
+    down = dataclasses.replace(store_settings, redis_url="redis://app:s3cret@127.0.0.1:1/0")
+    with pytest.raises(ServingStoreUnavailable) as err:
+        publishing.publish("2026-01-01", down, retries=1)
+    assert "redis://app:***@127.0.0.1:1/0" in str(err.value) and "s3cret" not in str(err.value)
+    assert served_version(connect(store_settings.redis_url), KEYS) == served
+    assert redact_url("rediss://:pw@h:6380/1") == "rediss://:***@h:6380/1"
+
+
+def test_concurrent_readers_see_only_complete_lists_of_one_version(redis_url):
+    client = connect(redis_url)
+    by_day = {1: make_lists(1500, day=1, seed=1), 2: make_lists(1500, day=2, seed=2)}
+    v1 = publish_lists(client, by_day[1], ds="2026-01-01", model_version="m1").version
+    expected = {v1: by_day[1]}
+    done = threading.Event()
+    seen: list[str] = []
+    errors: list[str] = []
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        lookup = Lookup(connect(redis_url), KEYS)
+        while not done.is_set() or len(seen) < 50:
+            i = int(rng.integers(0, 1500))
+            got = lookup.get(int(by_day[1].member_ids[i]))
+            lists = expected.get(got.version)
+            if lists is None:
+                errors.append(f"unknown version {got.version}")
+                continue
+            if got.job_ids != lists.items(i)[0].tolist():
+                errors.append(f"member {i}: list of version {got.version} is not complete/consistent")
+            seen.append(got.version)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
+    expected["2"] = by_day[2]  # the next version number; readers may see it only once it is served
+    for t in threads:
+        t.start()
+    v2 = publish_lists(client, by_day[2], ds="2026-01-02", model_version="m2", batch_size=25).version
+    done.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert v2 == "2" and not errors
+    assert seen[-1] == v2 and set(seen) <= {v1, v2}
+
+
+def test_rollback_restores_the_previous_version(store_settings):
+    day1, day2 = make_lists(200, day=1), make_lists(200, day=2)
+    write_recs(store_settings, "2026-01-01", day1)
+    write_recs(store_settings, "2026-01-02", day2)
+    v1 = publishing.publish("2026-01-01", store_settings)["version"]
+    v2 = publishing.publish("2026-01-02", store_settings)["version"]
+    report = publishing.rollback(store_settings)
+    assert (report["from_version"], report["to_version"], report["ds"]) == (v2, v1, "2026-01-01")
+    assert_served_equals(connect(store_settings.redis_url), day1, v1)
+    with pytest.raises(ValueError, match="no earlier complete version"):
+        publishing.rollback(store_settings)
+
+
+def test_publishing_an_older_day_leaves_the_newer_day_served_unless_forced(store_settings):
+    day1, day2 = make_lists(200, day=1), make_lists(200, day=2)
+    write_recs(store_settings, "2026-01-01", day1)
+    write_recs(store_settings, "2026-01-02", day2)
+    newer = publishing.publish("2026-01-02", store_settings)
+    backfill = publishing.publish("2026-01-01", store_settings)
+    assert not backfill["pointer_moved"] and "NOT served" in backfill["message"]
+    assert backfill["served_version"] == newer["version"] and backfill["served_ds"] == "2026-01-02"
+    client = connect(store_settings.redis_url)
+    assert_served_equals(client, day2, newer["version"])
+    verified = publishing.verify("2026-01-01", store_settings)  # the backfill is there for inspection
+    assert verified["version"] == backfill["version"] and not verified["served"]
+    forced = publishing.publish("2026-01-01", store_settings, force=True)
+    assert forced["pointer_moved"]
+    assert_served_equals(client, day1, forced["version"])
+
+
+def test_only_the_last_versions_kept_remain(store_settings):
+    store_settings = dataclasses.replace(store_settings, versions_kept=2)
+    versions = []
+    for day in range(1, 5):
+        ds = f"2026-01-0{day}"
+        write_recs(store_settings, ds, make_lists(100, day=day))
+        versions.append(publishing.publish(ds, store_settings)["version"])
+    client = connect(store_settings.redis_url)
+    assert list_versions(client, KEYS) == versions[-2:]
+    for gone in versions[:2]:
+        assert not list(client.scan_iter(KEYS.version_pattern(gone)))
+
+
+def test_publish_of_a_missing_day_says_to_rescore(store_settings):
+    with pytest.raises(FileNotFoundError, match="jobrec rescore --ds 2026-02-01"):
+        publishing.publish("2026-02-01", store_settings)

@@ -1,0 +1,221 @@
+"""The training tasks (daily warm-start chain, full retrain, gates, promotion) and the run report.
+
+Training partitions are written directly in the documented ``features/training`` schema from a small known
+GLMix model (a few thousand rows a day), so these tests exercise training without Spark; the end-to-end
+DAG tests cover the same functions on features built by the real feature pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import training
+from pipeline.report import write_run_report
+from pipeline.storage import write_partition
+
+DAYS = ("2024-03-01", "2024-03-02", "2024-03-03")
+N_MEMBERS, N_JOBS, ROWS_PER_DAY, N_INDUSTRIES = 150, 50, 3000, 5
+BAG = pa.list_(pa.struct([("name", pa.string()), ("value", pa.float64())]))
+
+
+def _bag(names: list[list[str]], values: list[list[float]]) -> pa.Array:
+    return pa.array(
+        [[{"name": n, "value": v} for n, v in zip(ns, vs, strict=True)] for ns, vs in zip(names, values, strict=True)],
+        type=BAG,
+    )
+
+
+def training_day(day_index: int, *, members: int = N_MEMBERS, seed: int = 0) -> pa.Table:
+    """One day of training examples from a known GLMix model: industry match + member/job biases."""
+    world = np.random.default_rng(seed)
+    member_industry = world.integers(0, N_INDUSTRIES, N_MEMBERS)
+    job_industry = world.integers(0, N_INDUSTRIES, N_JOBS)
+    member_bias = world.normal(0, 1.0, N_MEMBERS)
+    job_bias = world.normal(0, 0.7, N_JOBS)
+    rng = np.random.default_rng(seed * 1000 + day_index + 1)
+    m = rng.integers(0, members, ROWS_PER_DAY)
+    j = rng.integers(0, N_JOBS, ROWS_PER_DAY)
+    position = rng.integers(1, 11, ROWS_PER_DAY)
+    match = (member_industry[m] == job_industry[j]).astype(float)
+    eta = -2.5 + 2.5 * match + member_bias[m] + job_bias[j] - 0.1 * position
+    label = (rng.random(ROWS_PER_DAY) < 1 / (1 + np.exp(-eta))).astype(float)
+    return pa.table(
+        {
+            "impression_id": pa.array((day_index + 1) * 10_000_000 + np.arange(ROWS_PER_DAY), pa.int64()),
+            "member_id": pa.array(1_000 + m, pa.int64()),
+            "job_id": pa.array(5_000 + j, pa.int64()),
+            "label": pa.array(label),
+            "position": pa.array(position, pa.int32()),
+            "global": _bag(
+                [["cos:industry", "ctx:position"]] * ROWS_PER_DAY,
+                [[float(a), float(p) / 10] for a, p in zip(match, position, strict=True)],
+            ),
+            "job_features": _bag([[f"industry=i{k}"] for k in job_industry[j]], [[1.0]] * ROWS_PER_DAY),
+            "member_features": _bag([[f"industry=i{k}"] for k in member_industry[m]], [[1.0]] * ROWS_PER_DAY),
+        }
+    )
+
+
+@pytest.fixture
+def trained_home(settings):
+    """Three days of training features, the full model of day 1 promoted."""
+    for index, ds in enumerate(DAYS):
+        # Day 3 sees only the first 100 members: the rest must keep their effects in incremental mode.
+        members = 100 if index == 2 else N_MEMBERS
+        write_partition(settings.layout.features("training", ds), training_day(index, members=members))
+    training.train_full(DAYS[0], settings, window_days=1, l2_grid=[1.0, 10.0])
+    training.promote(DAYS[0], settings)
+    return settings
+
+
+def _coefficients(model_dir) -> pa.Table:
+    table = pq.read_table(model_dir / "coefficients.parquet")
+    return table.sort_by([("coordinate", "ascending"), ("entity", "ascending"), ("feature", "ascending")])
+
+
+def test_holdout_split_is_deterministic_and_about_a_fifth() -> None:
+    ids = np.arange(1, 200_001, dtype=np.int64) * 7919
+    mask = training.holdout_mask(ids)
+    assert np.array_equal(mask, training.holdout_mask(ids.copy()))
+    assert abs(mask.mean() - training.HOLDOUT_FRACTION) < 0.01
+    table = training_day(0)
+    train, holdout = training.split_holdout(table)
+    assert train.num_rows + holdout.num_rows == table.num_rows
+    assert not set(train.column("impression_id").to_pylist()) & set(holdout.column("impression_id").to_pylist())
+
+
+def test_daily_chain_locks_the_fixed_effect_and_warm_starts_from_full_then_the_day_before(trained_home) -> None:
+    settings = trained_home
+    first = training.train_daily(DAYS[1], settings)
+    second = training.train_daily(DAYS[2], settings)
+    assert first["parent"] == "full-2024-03-01"
+    assert second["parent"] == "daily-2024-03-02"
+    lineage = training.read_lineage(settings.layout.model_daily(DAYS[2]))
+    assert lineage["parent"] == {"kind": "daily", "version": "daily-2024-03-02"}
+    assert lineage["base_full"] == "full-2024-03-01"
+    assert lineage["metrics"]["rows"] == second["rows"]
+    fixed = [
+        _coefficients(path).filter(pc.equal(pc.field("coordinate"), "global"))
+        for path in (
+            settings.layout.model_full("full-2024-03-01"),
+            settings.layout.model_daily(DAYS[1]),
+            settings.layout.model_daily(DAYS[2]),
+        )
+    ]
+    assert fixed[0].num_rows > 0
+    assert fixed[0].column("value").equals(fixed[1].column("value"))
+    assert fixed[1].column("value").equals(fixed[2].column("value"))
+    # The random effects were refit: the learned member effects are not the full model's.
+    members = [
+        _coefficients(p).filter(pc.equal(pc.field("coordinate"), "per_member")).num_rows
+        for p in (settings.layout.model_daily(DAYS[1]),)
+    ]
+    assert members[0] > 0
+    assert first["holdout_auc"] > 0.6, "the known model has signal: the retrained model must find it"
+
+
+def test_a_newer_promoted_full_model_takes_over_the_chain(trained_home) -> None:
+    settings = trained_home
+    training.train_daily(DAYS[1], settings)
+    training.train_full(DAYS[1], settings, window_days=2, l2_grid=[1.0])
+    training.promote(DAYS[1], settings)
+    result = training.train_daily(DAYS[2], settings)
+    assert result["parent"] == "full-2024-03-02"
+
+
+def test_rerunning_a_day_replaces_it_with_identical_coefficients(trained_home) -> None:
+    settings = trained_home
+    training.train_daily(DAYS[1], settings)
+    before = _coefficients(settings.layout.model_daily(DAYS[1]))
+    training.train_daily(DAYS[1], settings)
+    after = _coefficients(settings.layout.model_daily(DAYS[1]))
+    assert before.equals(after)
+    assert not any(p.name.startswith((".tmp", ".trash")) for p in settings.layout.model_daily(DAYS[1]).parent.iterdir())
+
+
+def test_incremental_mode_keeps_effects_of_members_absent_from_the_day(trained_home) -> None:
+    settings = trained_home
+    training.train_daily(DAYS[1], settings)
+    result = training.train_daily(DAYS[2], settings, mode="incremental")
+    assert result["mode"] == "incremental"
+
+    def member_effects(ds: str) -> dict:
+        table = _coefficients(settings.layout.model_daily(ds)).filter(pc.equal(pc.field("coordinate"), "per_member"))
+        return {(e, f): v for e, f, v in zip(*(table.column(c).to_pylist() for c in ("entity", "feature", "value")), strict=True)}
+
+    before, after = member_effects(DAYS[1]), member_effects(DAYS[2])
+    absent = [key for key in before if int(key[0]) >= 1_000 + 100]
+    assert absent, "members 100.. have no rows on day 3"
+    assert all(after[key] == pytest.approx(before[key]) for key in absent)
+
+
+def test_gate_passes_a_good_model_and_stops_a_worse_one(trained_home) -> None:
+    settings = trained_home
+    training.train_daily(DAYS[1], settings)
+    passed = training.gate(DAYS[1], settings, margin=0.05)
+    assert passed["holdout_auc"] >= passed["parent_holdout_auc"] - 0.05
+    assert passed["coverage"] > 0.9
+    # Inject a worse model: every coefficient negated (reverses the ranking on the same holdout).
+    path = settings.layout.model_daily(DAYS[1]) / "coefficients.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.schema.get_field_index("value"), "value", pc.negate(table.column("value"))), path)
+    with pytest.raises(training.GateFailedError, match="below the previous model full-2024-03-01"):
+        training.gate(DAYS[1], settings, margin=0.05)
+
+
+def test_gate_stops_a_model_without_member_effects(trained_home) -> None:
+    settings = trained_home
+    training.train_daily(DAYS[1], settings)
+    path = settings.layout.model_daily(DAYS[1]) / "coefficients.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.filter(pc.not_equal(pc.field("coordinate"), "per_member")), path)
+    with pytest.raises(training.GateFailedError, match="per-member effect"):
+        training.gate(DAYS[1], settings, margin=1.0, min_coverage=0.5)
+
+
+def test_daily_retrain_without_a_parent_model_says_to_run_the_full_retrain(settings) -> None:
+    write_partition(settings.layout.features("training", DAYS[1]), training_day(1))
+    with pytest.raises(FileNotFoundError, match="full retrain"):
+        training.train_daily(DAYS[1], settings)
+
+
+def test_missing_training_features_name_the_task_to_run(settings) -> None:
+    with pytest.raises(FileNotFoundError, match="run the features task"):
+        training.train_daily("2024-03-05", settings)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        training.train_daily("2024-03-05", settings, mode="fast")
+
+
+def test_full_retrain_grid_search_gate_and_forward_only_promotion(trained_home) -> None:
+    settings = trained_home
+    result = training.train_full(DAYS[2], settings, window_days=3, l2_grid=[0.1, 1.0, 100.0])
+    assert result["version"] == "full-2024-03-03" and result["days"] == 3
+    assert [row["l2"] for row in result["grid"]] == [0.1, 1.0, 100.0]
+    assert result["holdout_auc"] == max(row["holdout_auc"] for row in result["grid"])
+    gated = training.gate_full(DAYS[2], settings, margin=0.05)
+    assert gated["current"] == "full-2024-03-01"
+    assert training.promote(DAYS[2], settings)["promoted"] is True
+    # Promoting an older retrain (a backfill of the periodic DAG) leaves the newer model promoted.
+    assert training.promote(DAYS[0], settings)["promoted"] is False
+    assert training.current_full(settings)["version"] == "full-2024-03-03"
+
+
+def test_run_report_keeps_task_results_and_flattens_counts_metrics_and_timings(settings) -> None:
+    out = write_run_report(
+        "2024-03-02",
+        settings,
+        {"retrain": {"rows": 10, "holdout_auc": 0.7, "seconds": 1.5, "mode": "warm_start"}, "publish": None},
+    )
+    report = json.loads(settings.layout.report("2024-03-02").read_text())
+    assert out["path"].endswith("reports/ds=2024-03-02/run.json")
+    assert report["counts"] == {"retrain.rows": 10}
+    assert report["metrics"] == {"retrain.holdout_auc": 0.7}
+    assert report["timings_seconds"] == {"retrain": 1.5}
+    assert report["tasks"]["retrain"]["mode"] == "warm_start"
+    assert report["tasks"]["publish"] == {}
