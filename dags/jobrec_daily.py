@@ -18,7 +18,7 @@ store's pointer only moves forward in `ds`: a backfill of past days never replac
 Bad input (a missing raw partition, a failed validation) and a failed gate fail the task at once without
 retries; other errors (e.g. Redis or Spark hiccups) are retried with exponential backoff.
 
-Trigger-form params: `top_n`, `candidates_k`, `skip_publish`, `engine` (local|spark), `retrain_mode`
+Trigger-form params: `top_n`, `candidates_k`, `skip_publish`, `engine` (local|spark: retrieval and, where available, training on Spark), `retrain_mode`
 (warm_start|incremental), `gate_margin`, `min_coverage`.
 """
 
@@ -83,7 +83,12 @@ with DAG(
             1000, type="integer", minimum=1, maximum=10000, description="first-stage candidates per member"
         ),
         "skip_publish": Param(False, type="boolean", description="compute everything, publish nothing"),
-        "engine": Param("local", enum=["local", "spark"], description="GLMix training engine"),
+        "engine": Param(
+            "local",
+            enum=["local", "spark"],
+            description="local: this machine's processes; spark: first-stage retrieval (and GLMix training "
+            "where glmix_core has a Spark engine) on the Spark cluster of JOBREC_SPARK_MASTER",
+        ),
         "retrain_mode": Param(
             "warm_start",
             enum=["warm_start", "incremental"],
@@ -124,7 +129,8 @@ with DAG(
 
     @task
     def retrieve_candidates(ds=None, params=None) -> dict:
-        return _run("pipeline.retrieval_tasks:retrieve_candidates", ds, params)
+        engine = "spark" if params["engine"] == "spark" else "processes"
+        return _run("pipeline.retrieval_tasks:retrieve_candidates", ds, params, engine=engine)
 
     @task
     def rescore(ds=None, params=None) -> dict:

@@ -166,9 +166,9 @@ def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset
     coef = coef0.copy()
     active = np.arange(Z.shape[0])
     value = batch_objective(loss, Z, y, w, offset, coef, prior_mean, prior_prec)
-    it = 0
+    iterations = 0
     idx = np.arange(Z.shape[2])
-    for it in range(1, max_iter + 1):
+    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         Za, ya, wa, oa = Z[active], y[active], w[active], offset[active]
         ca, ma, pa_ = coef[active], prior_mean[active], prior_prec[active]
         eta = oa + np.matmul(Za, ca[:, :, None])[:, :, 0]
@@ -207,4 +207,4 @@ def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset
         active = active[~done]
         if active.size == 0:
             break
-    return coef, it
+    return coef, iterations

@@ -143,20 +143,150 @@ def load_dag(dag_id: str):
     return dag
 
 
-def run_dag(dag_id: str, ds: str, conf: dict | None = None) -> dict:
-    """Run one DAG run of ``dag_id`` for the logical date ``ds`` in this process with ``dag.test()``.
-
-    Call :func:`configure_airflow` first. Returns ``{"state", "tasks": {task_id: state}, "run_id"}``;
-    a failed task does not raise here, the states say what happened (task logs say why).
-    """
+def _logical_date(ds: str):
     import datetime as dt
 
     from pipeline.storage import check_ds
 
     day = dt.date.fromisoformat(check_ds(ds))
-    logical_date = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _summary(dag_run) -> dict:
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    ds = dag_run.logical_date.date().isoformat() if dag_run.logical_date else None
+    return {
+        "state": str(dag_run.state),
+        "tasks": states,
+        "run_id": dag_run.run_id,
+        "run_type": str(dag_run.run_type),
+        "ds": ds,
+    }
+
+
+def run_dag(dag_id: str, ds: str, conf: dict | None = None, *, mark_success_pattern: str | None = None) -> dict:
+    """Run one DAG run of ``dag_id`` for the logical date ``ds`` in this process with ``dag.test()``.
+
+    Call :func:`configure_airflow` first. ``mark_success_pattern`` (a regex of task ids) marks those tasks
+    successful without running them. Returns ``{"state", "tasks": {task_id: state}, "run_id", "ds"}``; a
+    failed task does not raise here, the states say what happened (the task logs say why).
+    """
     dag = load_dag(dag_id)
     log.info("running %s for ds=%s with dag.test() (conf=%s)", dag_id, ds, conf or {})
-    dag_run = dag.test(logical_date=logical_date, run_conf=conf or None)
-    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return {"state": str(dag_run.state), "tasks": states, "run_id": dag_run.run_id}
+    dag_run = dag.test(logical_date=_logical_date(ds), run_conf=conf or None, mark_success_pattern=mark_success_pattern)
+    return _summary(dag_run)
+
+
+def sync_dags_to_db() -> None:
+    """Parse the configured DAG bundles and write the DAGs to the metadata DB (what the DAG processor does)."""
+    from airflow import settings as airflow_settings
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+
+    manager = DagBundlesManager()
+    session = airflow_settings.Session()
+    manager.sync_bundles_to_db(session=session)
+    session.commit()
+    for bundle in manager.get_all_dag_bundles():
+        if not bundle.is_initialized:
+            bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
+def create_backfill(dag_id: str, start: str, end: str, conf: dict | None = None, *, rerun: bool = True):
+    """Create an Airflow backfill of ``dag_id`` for ``start``..``end`` (inclusive), as the UI does.
+
+    The same call as ``airflow backfill create`` and ``POST /api/v2/backfills``: Airflow creates one
+    backfill run per day with ``conf``, to be executed by the scheduler in date order (``max_active_runs``
+    of the DAG is 1). ``rerun`` reprocesses days that already ran (reprocess behaviour ``completed``).
+    The DAG folder is synced to the metadata DB first (as a running DAG processor would have).
+    """
+    from airflow.models.backfill import ReprocessBehavior, _create_backfill
+
+    sync_dags_to_db()
+    return _create_backfill(
+        dag_id=dag_id,
+        from_date=_logical_date(start),
+        to_date=_logical_date(end),
+        max_active_runs=1,
+        reverse=False,
+        dag_run_conf=conf or {},
+        triggering_user_name="jobrec",
+        reprocess_behavior=ReprocessBehavior.COMPLETED if rerun else ReprocessBehavior.FAILED,
+    )
+
+
+def run_backfill(dag_id: str, start: str, end: str, conf: dict | None = None, *, rerun: bool = True) -> list[dict]:
+    """Create a backfill (:func:`create_backfill`) and execute its runs here, one at a time in date order.
+
+    This is what the scheduler does with a backfill of a ``max_active_runs=1`` DAG, minus the separate
+    scheduler/api-server processes: each run is set running only after the previous one finished, and its
+    tasks run in this process exactly as ``dag.test()`` runs them. A failed day stops the backfill; later
+    days stay queued (not run), as the scheduler's ``depends_on_past`` would keep them waiting.
+    Returns one summary per executed run (see :func:`run_dag`).
+    """
+    from airflow import settings as airflow_settings
+    from airflow.models.backfill import Backfill, BackfillDagRun
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk import timezone
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    dag = load_dag(dag_id)
+    backfill = create_backfill(dag_id, start, end, conf, rerun=rerun)
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    session = airflow_settings.Session()
+    run_ids = session.scalars(
+        select(DagRun.id)
+        .join(BackfillDagRun, BackfillDagRun.dag_run_id == DagRun.id)
+        .where(BackfillDagRun.backfill_id == backfill.id)
+        .order_by(BackfillDagRun.sort_ordinal)
+    ).all()
+    log.info("backfill %s of %s: %d runs %s..%s", backfill.id, dag_id, len(run_ids), start, end)
+    summaries = []
+    for run_id in run_ids:
+        dag_run = session.get(DagRun, run_id)
+        summary = _execute_run(dag, scheduler_dag, dag_run, session)
+        summaries.append(summary)
+        if summary["state"] != DagRunState.SUCCESS:
+            log.error("backfill stopped: %s for ds=%s", summary["state"], summary["ds"])
+            break
+    # What the scheduler does once a backfill has no runs left: close it, so a new one can be created.
+    record = session.get(Backfill, backfill.id)
+    record.completed_at = timezone.utcnow()
+    session.commit()
+    session.close()
+    return summaries
+
+
+def _execute_run(dag, scheduler_dag, dag_run, session) -> dict:
+    """Drive one existing DAG run to completion in this process (the loop of ``dag.test()``)."""
+    import time
+
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+
+    dag_run.dag = scheduler_dag
+    dag_run.state = DagRunState.RUNNING
+    session.commit()
+    while dag_run.state == DagRunState.RUNNING:
+        session.expire_all()
+        schedulable, _ = dag_run.update_state(session=session)
+        for ti in schedulable:
+            ti.try_number += 1
+            ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        scheduled = [ti for ti in dag_run.get_task_instances(session=session) if ti.state == TaskInstanceState.SCHEDULED]
+        if not scheduled:
+            unfinished = [ti for ti in dag_run.get_task_instances(session=session) if ti.state not in State.finished]
+            if unfinished:
+                time.sleep(1)  # waiting for a retry delay (or for the run to be marked failed)
+            continue
+        for ti in scheduled:
+            try:
+                _run_task(ti=ti, task=dag.task_dict[ti.task_id])
+            except Exception:  # the task's state (failed / up for retry) records it
+                log.exception("task %s failed", ti.task_id)
+    return _summary(dag_run)

@@ -162,10 +162,13 @@ def _fit(spec, train, *, validation=None, warm_start=None, lock=(), incremental=
         kwargs["incremental"] = {"forgetting": 1.0}
     if metadata:
         kwargs["metadata"] = metadata
+    if engine not in ("local", "spark"):
+        raise ValueError(f"engine must be 'local' or 'spark'; got engine={engine!r}")
     if engine != "local":
-        if "engine" not in inspect.signature(fit).parameters:
-            raise ValueError(f"engine={engine!r} is not available in this glmix_core; use engine='local'")
-        kwargs["engine"] = engine
+        if "engine" in inspect.signature(fit).parameters:
+            kwargs["engine"] = engine
+        else:  # a missing backend warns and falls back instead of failing the day
+            log.warning("glmix_core has no %r training engine in this install; training locally", engine)
     return fit(spec, train, **kwargs)
 
 

@@ -153,47 +153,102 @@ def _read_postings(matcher) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ids_list, dtype=np.int64), np.asarray(vals_list, dtype=np.float64)
 
 
-def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def top_k_rows(
+    scores: np.ndarray, k: int, *, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``scores`` (members × jobs; entries <= 0 mean "not a candidate"), the k highest entries.
 
     Returns flat arrays (row, column, score, rank 1-based), rows ascending, within a row by score descending
     then column ascending; exact ties at the k-th place are resolved by lower column too.
+
+    Instead of a partial sort of every row, a per-row threshold at or below the k-th largest score is read
+    off a strided sample of the columns (``exact``: from a partial sort of the row); the entries at or above
+    it (about k·(1+4/√μ), μ the expected sample hits) are then sorted exactly. Rows where the sampled
+    threshold turns out too high are redone with ``exact``.
     """
     n_rows, n_cols = scores.shape
     kk = min(k, n_cols)
     if kk == 0 or n_rows == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0), empty.astype(np.int32)
-    if kk < n_cols:
-        top = np.argpartition(scores, n_cols - kk, axis=1)[:, n_cols - kk :]
-        threshold = np.take_along_axis(scores, top, 1).min(axis=1)
-        # Rows where more entries reach the threshold than fit: argpartition picked arbitrary tied columns;
-        # take the lowest tied columns instead (rows with threshold <= 0 lose their tied zeros anyway).
-        at_least = (scores >= threshold[:, None]).sum(axis=1)
-        ambiguous = np.flatnonzero((at_least > kk) & (threshold > 0))
-        if len(ambiguous):
-            sub, thr = scores[ambiguous], threshold[ambiguous][:, None]
-            above = sub > thr
-            room = kk - above.sum(axis=1)
-            tied = sub == thr
-            chosen = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
-            top[ambiguous] = np.nonzero(chosen)[1].reshape(len(ambiguous), kk)
-    else:
-        top = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()
-    top.sort(axis=1)
-    values = np.take_along_axis(scores, top, 1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, 1)
-    values = np.take_along_axis(values, order, 1)
-    keep = values > 0.0
-    rows = np.nonzero(keep)[0]
-    ranks = np.broadcast_to(np.arange(1, kk + 1, dtype=np.int32), (n_rows, kk))[keep]
-    return rows, top[keep], values[keep], ranks
+    threshold = np.zeros(n_rows)
+    if kk < n_cols and exact:
+        threshold = np.partition(scores, n_cols - kk, axis=1)[:, n_cols - kk]
+    elif kk < n_cols:
+        step = max(1, min(16, n_cols // (4 * kk)))
+        sample = scores[:, ::step]
+        expected = kk * sample.shape[1] / n_cols
+        rank = min(sample.shape[1], int(np.ceil(expected + 4.0 * np.sqrt(expected) + 1)))
+        threshold = np.partition(sample, sample.shape[1] - rank, axis=1)[:, sample.shape[1] - rank]
+    threshold = np.maximum(threshold, np.finfo(np.float64).tiny)  # only positive scores are candidates
+    rows, cols = np.nonzero(scores >= threshold[:, None])
+    counts = np.bincount(rows, minlength=n_rows)
+    redo = np.flatnonzero((counts < kk) & (threshold > np.finfo(np.float64).tiny)) if not exact else []
+    if len(redo):
+        keep = ~np.isin(rows, redo)
+        rows, cols = rows[keep], cols[keep]
+        counts[redo] = 0
+    # Sort each row's candidates in a padded rows × max-candidates array: np.nonzero lists columns in
+    # ascending order, so a stable sort on -score leaves tied scores in job order.
+    width = int(counts.max()) if len(rows) else 0
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(rows)) - starts[rows]
+    padded = np.full((n_rows, width), np.inf)
+    padded[rows, slot] = -scores[rows, cols]
+    padded_cols = np.zeros((n_rows, width), dtype=np.int64)
+    padded_cols[rows, slot] = cols
+    order = np.argsort(padded, axis=1, kind="stable")[:, :kk]
+    values = -np.take_along_axis(padded, order, 1)
+    top = np.take_along_axis(padded_cols, order, 1)
+    keep = np.isfinite(values)
+    out = [
+        np.nonzero(keep)[0], top[keep], values[keep],
+        np.broadcast_to(np.arange(1, order.shape[1] + 1, dtype=np.int32), order.shape)[keep],
+    ]
+    if len(redo):
+        again = top_k_rows(scores[redo], k, exact=True)
+        merged = [np.concatenate([a, b]) for a, b in zip(out, (redo[again[0]], *again[1:]), strict=True)]
+        by_row = np.argsort(merged[0], kind="stable")
+        out = [a[by_row] for a in merged]
+    return out[0], out[1], out[2], out[3]
+
+
+@dataclass(frozen=True)
+class SplitMatrix:
+    """The term×job matrix split for speed: rows of frequent terms dense (scored with one BLAS matrix
+    product, where most members of a block share them), the long tail sparse (a sparse product)."""
+
+    heavy_terms: np.ndarray  # term rows held dense
+    heavy: np.ndarray  # len(heavy_terms) × n_jobs, C order
+    light: sp.csr_matrix  # all terms × n_jobs with the heavy rows emptied
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix, *, min_df_fraction: float = 1 / 32, max_heavy: int = 256) -> SplitMatrix:
+        matrix = matrix.tocsr()
+        df = np.diff(matrix.indptr)
+        by_df = np.argsort(-df, kind="stable")[:max_heavy]
+        heavy_terms = np.sort(by_df[df[by_df] >= max(1.0, min_df_fraction * matrix.shape[1])])
+        heavy = np.ascontiguousarray(matrix[heavy_terms].toarray())
+        keep_rows = np.ones(matrix.shape[0], dtype=bool)
+        keep_rows[heavy_terms] = False
+        light = sp.diags(keep_rows.astype(np.float64)) @ matrix
+        light.eliminate_zeros()
+        return cls(heavy_terms, heavy, light.tocsr())
+
+    def scores(self, queries: sp.csr_matrix) -> np.ndarray:
+        """Dense members × jobs scores ``queries @ matrix``."""
+        out = queries[:, self.heavy_terms].toarray() @ self.heavy if len(self.heavy_terms) else None
+        tail = (queries @ self.light).tocsr()
+        if out is None:
+            return tail.toarray()
+        rows = np.repeat(np.arange(tail.shape[0]), np.diff(tail.indptr))
+        out[rows, tail.indices] += tail.data  # (row, column) pairs are unique in a canonical CSR
+        return out
 
 
 def score_block(
     queries: sp.csr_matrix,
-    jobs: sp.csr_matrix,
+    jobs: sp.csr_matrix | SplitMatrix,
     k: int,
     *,
     exclude_rows: np.ndarray | None = None,
@@ -207,7 +262,7 @@ def score_block(
     ``member_regions``/``job_regions``: integer region codes, a member with code >= 0 only gets jobs of its
     region. Returns (row in block, job column, score, rank).
     """
-    scores = (queries @ jobs).toarray()
+    scores = jobs.scores(queries) if isinstance(jobs, SplitMatrix) else (queries @ jobs).toarray()
     if exclude_rows is not None and len(exclude_rows):
         scores[exclude_rows, exclude_cols] = 0.0
     if member_regions is not None:
@@ -308,7 +363,7 @@ def retrieve(
     if queries.shape[1] != jobs.matrix.shape[0]:
         raise ValueError("queries and job matrix use different vocabularies; build queries with jobs.vocab")
     _SHARED.update(
-        queries=queries.tocsr(), jobs=jobs.matrix, k=k, block_size=block_size, filters=filters or Filters()
+        queries=queries.tocsr(), jobs=SplitMatrix.of(jobs.matrix), k=k, block_size=block_size, filters=filters or Filters()
     )
     starts = range(0, queries.shape[0], block_size)
     started = time.perf_counter()

@@ -19,8 +19,8 @@ from retrieval.schema import PROFILE_FIELDS
 
 # field → (vocabulary size, terms drawn per profile, Zipf exponent); about 25 distinct terms per profile.
 FIELD_SHAPES: dict[str, tuple[int, int, float]] = {
-    "title": (4000, 5, 1.05),
-    "skills": (20000, 17, 1.05),
+    "title": (5000, 5, 0.9),
+    "skills": (30000, 17, 0.7),
     "industry": (60, 1, 1.1),
     "function": (40, 1, 1.1),
     "seniority": (7, 1, 0.8),

@@ -18,6 +18,7 @@ import redis
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from serving_store.codec import CodecError
 from serving_store.connection import ServingStoreUnavailable, connect_async, redact_url, resolve_url
 from serving_store.keys import Keys
 from serving_store.lookup import AsyncLookup, InvalidMemberId, NothingPublished
@@ -58,6 +59,10 @@ def create_app(
     @app.exception_handler(redis.RedisError)
     async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"serving store unavailable: {exc}"})
+
+    @app.exception_handler(CodecError)
+    async def unreadable(request: Request, exc: CodecError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"stored list is unreadable: {exc}"})
 
     @app.exception_handler(ServingStoreUnavailable)
     async def store_down(request: Request, exc: ServingStoreUnavailable) -> JSONResponse:

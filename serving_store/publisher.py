@@ -25,7 +25,7 @@ import numpy as np
 import redis
 
 from serving_store import codec
-from serving_store.connection import RETRYABLE, make_retry, unavailable
+from serving_store.connection import RETRYABLE, make_retry, redact_url, unavailable
 from serving_store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,11 @@ return {cur, target}
 """
 
 
-class PublishVerificationError(RuntimeError):
+class PublishFailed(RuntimeError):
+    """A publish stopped before moving the pointer (the previous version stays served)."""
+
+
+class PublishVerificationError(PublishFailed):
     """The written version does not match the input; the pointer was not moved."""
 
 
@@ -161,13 +165,22 @@ def fallback_list(
     """
     if len(lists) == 0:
         return np.array([], np.int64), np.array([], np.float32)
-    position = np.arange(lists.job_ids.size) - np.repeat(lists.offsets[:-1], lists.counts)
-    top = position < top_slots
-    jobs, inverse = np.unique(lists.job_ids[top], return_inverse=True)
-    count = np.bincount(inverse)
-    mean = np.bincount(inverse, weights=lists.scores[top].astype(np.float64)) / count
+    slots = np.arange(top_slots)
+    take = (lists.offsets[:-1, None] + slots)[slots < lists.counts[:, None]]
+    jobs, scores = lists.job_ids[take], lists.scores[take].astype(np.float64)
+    if int(jobs.min()) >= 0 and int(jobs.max()) < 8 * jobs.size + 1_000_000:
+        # Dense job IDs (the usual case): count with bincount, no sort of the top slots.
+        count = np.bincount(jobs)
+        total = np.bincount(jobs, weights=scores)
+        ids = np.flatnonzero(count)
+        count, total = count[ids], total[ids]
+    else:
+        ids, inverse = np.unique(jobs, return_inverse=True)
+        count = np.bincount(inverse)
+        total = np.bincount(inverse, weights=scores)
+    mean = total / count
     order = np.lexsort((-mean, -count))[:size]
-    return jobs[order], mean[order].astype(np.float32)
+    return ids[order].astype(np.int64), mean[order].astype(np.float32)
 
 
 @dataclass
@@ -269,7 +282,8 @@ def _run_pipelined(
             for payload, _ in pending:
                 conn.send_packed_command(payload)
             resend = False
-        if next_command is not None:
+        # On a retry the command may already be pending (sent, reply lost): it was just resent above.
+        if next_command is not None and not (pending and pending[-1] is next_command):
             conn.send_packed_command(next_command[0])
             pending.append(next_command)
         while pending and (next_command is None or len(pending) >= IN_FLIGHT):
@@ -293,11 +307,18 @@ def _run_pipelined(
                 retry.call_with_retry(lambda c=command: step(c), failed)
             except RETRYABLE as exc:
                 raise unavailable(url, getattr(retry, "_retries", -1), exc) from exc
+            except redis.ResponseError as exc:
+                raise PublishFailed(
+                    f"Redis at {redact_url(url)} refused a write ({exc}); the previously published "
+                    "version stays served"
+                ) from exc
         try:
             retry.call_with_retry(lambda: step(None), failed)
         except RETRYABLE as exc:
             raise unavailable(url, getattr(retry, "_retries", -1), exc) from exc
     finally:
+        if pending:  # replies left unread (an error reply stopped us): never hand this connection on
+            conn.disconnect()
         pool.release(conn)
 
 
@@ -537,6 +558,8 @@ def publish_lists(
     served one (its version is kept for inspection) and ``message`` says which happened.
     """
     keys = keys or Keys()
+    if len(lists) == 0:
+        raise ValueError(f"no recommendations to publish for ds={ds}; refusing to serve an empty version")
     t_start = time.perf_counter()
     version, info = write_version(
         client,

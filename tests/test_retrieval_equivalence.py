@@ -128,3 +128,16 @@ def test_member_with_no_matching_term_gets_no_candidates(corpus):
     )
     member_ids, queries = batch.member_queries(stranger, job_matrix, FIELD_WEIGHTS)
     assert pa.Table.from_batches(batch.retrieve(job_matrix, queries, member_ids, K)).num_rows == 0
+
+
+def test_rows_whose_sampled_threshold_overshoots_are_redone_exactly():
+    # Only the sampled columns (stride 2 for k=50 of 400) hold high, distinct scores: the sampled threshold
+    # (about the 46th best) leaves fewer than k candidates, so the exact path must take over for rows 0, 2.
+    scores = np.full((3, 400), 0.1)
+    scores[:, ::2] = np.linspace(0.5, 1.0, 200)
+    scores[1] = np.linspace(0.01, 1.0, 400)
+    rows, cols, values, _ = batch.top_k_rows(scores, 50)
+    for row in range(3):
+        expected = ranking_from_scores(scores[row], np.arange(400), 50)
+        assert list(cols[rows == row]) == list(expected[0])
+        assert list(values[rows == row]) == list(expected[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pyarrow as pa
 
 from pipeline.retrieval_tasks import candidate_batches, retrieve_spark
@@ -10,7 +12,10 @@ from retrieval import batch, synthetic
 WEIGHTS = {"title": 1.0, "skills": 2.0, "industry": 0.3, "function": 0.3, "seniority": 0.1, "region": 0.5}
 
 
-def test_spark_partitions_give_the_same_candidates_as_local_processes(spark):
+def test_spark_partitions_give_the_same_candidates_as_local_processes(spark, monkeypatch):
+    # Python workers must run this interpreter (the venv with pyarrow); pipeline.spark.get_spark does not
+    # set PYSPARK_PYTHON yet, so point this session's workers at it for the test.
+    monkeypatch.setattr(spark.sparkContext, "pythonExec", sys.executable)
     jobs = synthetic.job_profiles(300, seed=41)
     members = synthetic.member_profiles(40, seed=42)
     matrix = batch.JobMatrix.from_profiles(jobs)

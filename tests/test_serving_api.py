@@ -8,7 +8,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from serving_store.api import create_app
-from serving_store.connection import connect
+from serving_store.connection import connect, ensure_embedded, stop_embedded
+from serving_store.keys import Keys
 from serving_store.publisher import RecommendationLists, publish_lists
 
 
@@ -85,3 +86,24 @@ def test_dropped_redis_connections_are_retried_not_500(api, redis_url):
     assert api.get("/v1/members/4/recommendations").status_code == 200
     redis.Redis.from_url(redis_url).client_kill_filter(_type="normal", skipme=True)
     assert api.get("/v1/members/4/recommendations").status_code == 200
+
+
+def test_redis_going_away_is_a_503_not_a_500(tmp_path):
+    url = ensure_embedded(tmp_path / "redis")
+    publish_small(url)
+    try:
+        with TestClient(create_app(url, retries=0)) as client:
+            assert client.get("/v1/members/4/recommendations").status_code == 200
+            stop_embedded(tmp_path / "redis", save=False)
+            for path in ("/v1/members/4/recommendations", "/healthz"):
+                response = client.get(path)
+                assert response.status_code == 503 and "unavailable" in response.json()["detail"]
+    finally:
+        stop_embedded(tmp_path / "redis", save=False)
+
+
+def test_a_corrupt_stored_list_is_a_503_not_a_500(api, redis_url):
+    publish_small(redis_url)
+    redis.Redis.from_url(redis_url).set(Keys().member("1", 4), b"garbage")
+    response = api.get("/v1/members/4/recommendations")
+    assert response.status_code == 503 and "unreadable" in response.json()["detail"]

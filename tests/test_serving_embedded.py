@@ -71,3 +71,13 @@ def test_cli_publish_recs_and_rollback(embedded_settings, monkeypatch, capsys):
     assert "ds 2026-03-01" in out and "job 1015" in out
     assert main(["recs", "x1"]) == 2
     assert "non-negative integer" in capsys.readouterr().err
+
+
+def test_cli_commands_fail_with_a_message_naming_the_url_when_redis_is_down(settings, monkeypatch, capsys):
+    monkeypatch.setenv("JOBREC_HOME", str(settings.home))
+    monkeypatch.setenv("REDIS_URL", "redis://ops:hunter2@127.0.0.1:1/0")
+    assert main(["serve", "--port", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach Redis at redis://ops:***@127.0.0.1:1/0" in err and "hunter2" not in err
+    assert main(["recs", "5"]) == 1
+    assert "cannot reach Redis" in capsys.readouterr().err

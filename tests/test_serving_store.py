@@ -17,7 +17,10 @@ from serving_store.connection import ServingStoreUnavailable, connect, redact_ur
 from serving_store.keys import Keys
 from serving_store.lookup import InvalidMemberId, Lookup, NothingPublished, parse_member_id
 from serving_store.publisher import (
+    PublishFailed,
+    PublishVerificationError,
     RecommendationLists,
+    fallback_list,
     list_versions,
     publish_lists,
     served_version,
@@ -135,6 +138,8 @@ def test_publish_dropped_halfway_leaves_previous_version_served_and_intact(redis
     assert_served_equals(client, old, first.version)
     broken = list_versions(client, KEYS)[-1]
     assert version_meta(client, KEYS, broken)["status"] == "writing"
+    half_written = sum(1 for _ in client.scan_iter(KEYS.member_prefix(broken) + "*"))
+    assert 200 <= half_written < 400  # it really died halfway
     # The next good publish cleans the half-written version up.
     new = make_lists(400, day=3)
     result = publish_lists(client, new, ds="2026-01-03", model_version="m3", versions_kept=1)
@@ -252,3 +257,54 @@ def test_only_the_last_versions_kept_remain(store_settings):
 def test_publish_of_a_missing_day_says_to_rescore(store_settings):
     with pytest.raises(FileNotFoundError, match="jobrec rescore --ds 2026-02-01"):
         publishing.publish("2026-02-01", store_settings)
+
+
+def test_publishing_no_rows_is_refused(redis_url):
+    empty = RecommendationLists.from_columns([], [], [], [])
+    with pytest.raises(ValueError, match="refusing to serve an empty version"):
+        publish_lists(connect(redis_url), empty, ds="2026-01-01", model_version="m")
+
+
+def test_verify_detects_a_list_that_differs_from_the_partition(store_settings):
+    lists = make_lists(30, day=1)
+    write_recs(store_settings, "2026-01-01", lists)
+    version = publishing.publish("2026-01-01", store_settings)["version"]
+    client = connect(store_settings.redis_url)
+    for member in lists.member_ids:  # tamper with every list so any sample sees it
+        client.set(KEYS.member(version, member), codec.encode(np.array([1, 2]), np.array([0.5, 0.4])))
+    with pytest.raises(PublishVerificationError, match="differs from the partition"):
+        publishing.verify("2026-01-01", store_settings)
+
+
+@pytest.mark.parametrize("id_scale", [1, 10**12])  # dense IDs (bincount path) and sparse IDs (unique path)
+def test_fallback_list_ranks_jobs_by_top_slot_count_then_mean_score(id_scale):
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 15, 500)
+    member = np.repeat(np.arange(500), counts)
+    rank = np.concatenate([np.arange(1, c + 1) for c in counts])
+    job = rng.integers(0, 60, member.size) * id_scale
+    score = rng.random(member.size).astype(np.float32)
+    ids, _ = fallback_list(RecommendationLists.from_columns(member, rank, job, score), size=20)
+    in_top: dict[int, list[float]] = {}
+    for r, j, s in zip(rank, job, score, strict=True):  # the plain definition, as the oracle
+        if r <= 10:
+            in_top.setdefault(int(j), []).append(float(s))
+    expected = sorted(in_top, key=lambda j: (-len(in_top[j]), -np.mean(in_top[j])))[:20]
+    assert ids.tolist() == expected
+
+
+def test_publish_refused_by_a_full_server_leaves_previous_version_served(redis_url):
+    client = connect(redis_url)
+    old = make_lists(100, day=1)
+    first = publish_lists(client, old, ds="2026-01-01", model_version="m1")
+    used = client.info("memory")["used_memory"]
+    client.config_set("maxmemory", used + 200_000)  # room for a few batches only
+    try:
+        with pytest.raises(PublishFailed, match="refused a write"):
+            publish_lists(
+                client, make_lists(3000, day=2), ds="2026-01-02", model_version="m2", batch_size=100
+            )
+    finally:
+        client.config_set("maxmemory", 0)
+    assert served_version(client, KEYS) == first.version
+    assert_served_equals(client, old, first.version)

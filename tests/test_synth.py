@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -14,6 +15,7 @@ from pipeline.config import Settings
 from pipeline.raw_schema import RAW_SCHEMAS
 from pipeline.storage import RAW_TABLES, Layout, read_partition, shift_ds
 from pipeline.synth import generate_marketplace
+from pipeline.synth.catalog import SENIORITY
 from pipeline.validation import validate_day
 
 START = "2026-01-01"
@@ -193,3 +195,49 @@ def test_synth_cli_prints_what_it_wrote_and_the_oracle_auc_per_day(tmp_path, cap
     assert (tmp_path / "truth" / "summary.json").is_file()
     assert jobrec(["synth", "--start", "2026-13-01", "--out", str(tmp_path)]) == 2
     assert "YYYY-MM-DD" in capsys.readouterr().err
+
+
+def _binary_cosine(left: pd.Series, right: pd.Series) -> np.ndarray:
+    return np.array([
+        len(a & b) / np.sqrt(len(a) * len(b)) if a and b else 0.0
+        for a, b in zip(left, right, strict=True)
+    ])
+
+
+def test_global_part_of_the_true_model_is_recoverable_from_the_raw_tables(medium):
+    """A logistic regression on features computed from the raw strings finds the true global effects."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.synth.truth_model import TruthParameters
+
+    home, summary = medium
+    frames = []
+    for day in summary["days"][:2]:
+        ds = day["ds"]
+        impressions = _day(home, "impressions", ds).to_pandas()
+        applies = _day(home, "applies", ds).to_pandas().assign(label=1.0)[["member_id", "job_id", "label"]]
+        members = _day(home, "members", ds).to_pandas().add_prefix("m_")
+        jobs = _day(home, "jobs", ds).to_pandas().add_prefix("j_")
+        frames.append(
+            impressions.merge(applies, on=["member_id", "job_id"], how="left")
+            .merge(members, left_on="member_id", right_on="m_member_id")
+            .merge(jobs, left_on="job_id", right_on="j_job_id")
+        )
+    data = pd.concat(frames, ignore_index=True)
+    seniority = {level: rank for rank, level in enumerate(SENIORITY)}
+    gap = data.j_seniority.map(seniority) - data.m_seniority.map(seniority)
+    features = np.column_stack([
+        _binary_cosine(data.m_title.str.split().map(set), data.j_title.str.split().map(set)),
+        _binary_cosine(data.m_skills.map(set), data.j_skills.map(set)),
+        data.m_function == data.j_function,
+        data.m_region == data.j_region,
+        gap.abs(),
+        data.position - 1,
+    ]).astype(float)
+    model = LogisticRegression(C=1e4, max_iter=500).fit(features, data.label.fillna(0.0))
+    truth = TruthParameters()
+    true = np.array([truth.title, truth.skills, truth.function_match, truth.region_match, truth.seniority_gap,
+                     truth.position])
+    # The random effects act as unobserved noise (attenuating the fit a little): signs and rough sizes hold.
+    assert np.all(np.sign(model.coef_[0]) == np.sign(true)), model.coef_
+    assert np.all(np.abs(model.coef_[0] - true) < 0.3 * np.abs(true) + 0.05), model.coef_

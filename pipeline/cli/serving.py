@@ -37,11 +37,11 @@ def _publish(args: argparse.Namespace) -> int:
     from pipeline.config import Settings
     from pipeline.publishing import publish
     from serving_store.connection import ServingStoreUnavailable
-    from serving_store.publisher import PublishVerificationError
+    from serving_store.publisher import PublishFailed
 
     try:
         report = publish(args.ds, Settings.from_env(), force=args.force)
-    except (ServingStoreUnavailable, PublishVerificationError) as exc:
+    except (ServingStoreUnavailable, PublishFailed) as exc:
         return _fail("publish", exc)
     print(report["message"])
     print(
@@ -101,8 +101,13 @@ def _serve(args: argparse.Namespace) -> int:
     from pipeline.config import Settings
     from pipeline.publishing import serving_keys
     from serving_store.api import create_app
+    from serving_store.connection import ServingStoreUnavailable, connect
 
     settings = Settings.from_env()
+    try:  # fail with a message (not a traceback from the app's startup) when Redis is unreachable
+        connect(settings, retries=2).close()
+    except ServingStoreUnavailable as exc:
+        return _fail("serve", exc)
     uvicorn.run(
         create_app(settings, keys=serving_keys(settings), default_limit=settings.top_n),
         host=args.host,

@@ -22,16 +22,20 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.storage import Layout, check_ds, shift_ds, write_json, write_partition
-from pipeline.synth.catalog import build_catalog
+from pipeline.synth.catalog import Catalog, build_catalog
 from pipeline.synth.entities import (
     TIMESTAMP,
     US_PER_DAY,
+    JobPostings,
+    Profiles,
+    TitleVocabulary,
     build_title_vocabulary,
     generate_jobs,
     generate_members,
@@ -111,11 +115,19 @@ def generate_marketplace(
     postings = generate_jobs(rng, catalog, titles, jobs, start_us=start_us, days=days)
     updated_at = start_us - rng.integers(1, 700 * 86_400, members) * 1_000_000
     max_share = policy_params.max_member_impressions / max(impressions_per_day, 1)
-    member_cdf = activity_cdf(rng, members, policy_params.activity_sigma, max_share)
+    world = _World(
+        catalog=catalog,
+        titles=titles,
+        members=member_profiles,
+        postings=postings,
+        member_cdf=activity_cdf(rng, members, policy_params.activity_sigma, max_share),
+        # Members are static profiles: one snapshot table, rewritten for every day.
+        members_snapshot=members_table(member_profiles, updated_at, catalog, titles),
+        policy=policy_params,
+        impressions_per_day=impressions_per_day,
+    )
     truth = TruthModel(_rng(seed, _TRUTH), catalog, member_profiles, postings.profiles, truth_params)
-    alpha0, beta0 = truth.alpha.copy(), truth.beta.copy()
-    # Members are static profiles: one snapshot table, rewritten for every day.
-    snapshot = members_table(member_profiles, updated_at, catalog, titles)
+    day_one_effects = (truth.alpha.copy(), truth.beta.copy())
     log.info("synth: %d members, %d jobs, %d days from %s (seed %d), %d impressions/day",
              members, jobs, days, start, seed, impressions_per_day)
 
@@ -124,10 +136,7 @@ def generate_marketplace(
         ds = shift_ds(start, day)
         if day > 0:
             truth.drift(_rng(seed, _DRIFT, day))
-        summary = _generate_day(
-            ds, layout, _rng(seed, _DAY, day), truth, (alpha0, beta0), member_profiles, postings, member_cdf,
-            impressions_per_day, policy_params, catalog, titles, snapshot,
-        )
+        summary = _generate_day(ds, layout, _rng(seed, _DAY, day), world, truth, day_one_effects)
         day_summaries.append(summary)
         log.info("synth %s: %d active jobs, %d impressions, %d applies (rate %.4f), oracle AUC %.4f, "
                  "day-one-model AUC %.4f", ds, summary["active_jobs"], summary["impressions"],
@@ -156,28 +165,43 @@ def generate_marketplace(
     return result
 
 
-def _generate_day(ds, layout, rng, truth, frozen, member_profiles, postings, member_cdf, impressions_per_day,
-                  policy_params, catalog, titles, snapshot) -> dict:
+@dataclass(frozen=True)
+class _World:
+    """What stays fixed across days: vocabularies, entities, member activity, the logging policy."""
+
+    catalog: Catalog
+    titles: TitleVocabulary
+    members: Profiles
+    postings: JobPostings
+    member_cdf: np.ndarray
+    members_snapshot: pa.Table
+    policy: PolicyParameters
+    impressions_per_day: int
+
+
+def _generate_day(ds: str, layout: Layout, rng: np.random.Generator, world: _World, truth: TruthModel,
+                  day_one_effects: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Log one day's impressions, draw applies from the true model, write the day's partitions."""
     day_start = _day_start_us(ds)
-    jobs = postings.profiles
+    members, jobs, postings = world.members, world.postings.profiles, world.postings
     active = postings.active_during(day_start)
-    slots = sample_slots(rng, member_profiles, jobs, active, member_cdf, impressions_per_day, policy_params)
+    slots = sample_slots(rng, members, jobs, active, world.member_cdf, world.impressions_per_day, world.policy)
     m, j = slots.member, slots.job
 
-    cos_title = binary_cosine(member_profiles.title_tokens[m], jobs.title_tokens[j])
-    cos_skills = binary_cosine(member_profiles.skills[m], jobs.skills[j])
-    similarity = cos_title + 2.0 * cos_skills + 0.5 * (member_profiles.function[m] == jobs.function[j])
-    position = assign_positions(rng, slots.session, similarity, policy_params.rank_noise)
+    cos_title = binary_cosine(members.title_tokens[m], jobs.title_tokens[j])
+    cos_skills = binary_cosine(members.skills[m], jobs.skills[j])
+    similarity = cos_title + 2.0 * cos_skills + 0.5 * (members.function[m] == jobs.function[j])
+    position = assign_positions(rng, slots.session, similarity, world.policy.rank_noise)
 
-    fixed = truth.global_score(member_profiles, jobs, m, j, position)
-    member_cols = one_hot_columns(member_profiles, catalog, m)
-    job_cols = one_hot_columns(jobs, catalog, j)
+    fixed = truth.global_score(members, jobs, m, j, position, cos_title=cos_title, cos_skills=cos_skills)
+    member_cols = one_hot_columns(members, world.catalog, m)
+    job_cols = one_hot_columns(jobs, world.catalog, j)
     random_part = truth.random_score(member_cols, job_cols, m, j)
     if truth.intercept is None:
         truth.calibrate_intercept(fixed + random_part)
     p_apply = sigmoid(truth.intercept + fixed + random_part)
     applied = rng.random(len(p_apply)) < p_apply
-    p_frozen = sigmoid(truth.intercept + fixed + truth.random_score(member_cols, job_cols, m, j, *frozen))
+    p_frozen = sigmoid(truth.intercept + fixed + truth.random_score(member_cols, job_cols, m, j, *day_one_effects))
 
     # Timestamps: session start + ~20 s per position, clipped into the day; applies minutes later, same day.
     last_us = day_start + US_PER_DAY - 1
@@ -192,7 +216,7 @@ def _generate_day(ds, layout, rng, truth, frozen, member_profiles, postings, mem
     impression_id = ds_number * 10**8 + np.arange(len(order), dtype=np.int64)
     impressions = pa.table({
         "impression_id": pa.array(impression_id, pa.int64()),
-        "member_id": pa.array(member_profiles.ids[m[order]], pa.int64()),
+        "member_id": pa.array(members.ids[m[order]], pa.int64()),
         "job_id": pa.array(jobs.ids[j[order]], pa.int64()),
         "ts": pa.array(ts[order], TIMESTAMP),
         "position": pa.array(position[order], pa.int32()),
@@ -201,7 +225,7 @@ def _generate_day(ds, layout, rng, truth, frozen, member_profiles, postings, mem
     applied_rows = order[applied[order]]
     apply_order = applied_rows[np.argsort(apply_ts[applied_rows], kind="stable")]
     applies = pa.table({
-        "member_id": pa.array(member_profiles.ids[m[apply_order]], pa.int64()),
+        "member_id": pa.array(members.ids[m[apply_order]], pa.int64()),
         "job_id": pa.array(jobs.ids[j[apply_order]], pa.int64()),
         "ts": pa.array(apply_ts[apply_order], TIMESTAMP),
     })
@@ -210,15 +234,15 @@ def _generate_day(ds, layout, rng, truth, frozen, member_profiles, postings, mem
         "p_apply": pa.array(p_apply[order], pa.float64()),
     })
 
-    write_partition(layout.raw("members", ds), snapshot)
-    write_partition(layout.raw("jobs", ds), jobs_table(postings, active, catalog, titles))
+    write_partition(layout.raw("members", ds), world.members_snapshot)
+    write_partition(layout.raw("jobs", ds), jobs_table(postings, active, world.catalog, world.titles))
     write_partition(layout.raw("impressions", ds), impressions)
     write_partition(layout.raw("applies", ds), applies)
     write_partition(layout.truth(ds), truth_table)
     n = len(p_apply)
     return {
         "ds": ds,
-        "members": len(member_profiles),
+        "members": len(members),
         "active_jobs": int(len(active)),
         "impressions": int(n),
         "members_with_impressions": int(len(np.unique(m))),

@@ -130,13 +130,21 @@ class TruthModel:
             coef += innovation * sd * rng.standard_normal(coef.shape, dtype=np.float32)
 
     def global_score(self, members: Profiles, jobs: Profiles, m: np.ndarray, j: np.ndarray,
-                     position: np.ndarray) -> np.ndarray:
-        """The fixed-effect part without the intercept, for impressions (member row m, job row j)."""
+                     position: np.ndarray, *, cos_title: np.ndarray | None = None,
+                     cos_skills: np.ndarray | None = None) -> np.ndarray:
+        """The fixed-effect part without the intercept, for impressions (member row m, job row j).
+
+        ``cos_title``/``cos_skills`` may be passed when already computed (the logging policy needs them too).
+        """
         p = self.params
+        if cos_title is None:
+            cos_title = binary_cosine(members.title_tokens[m], jobs.title_tokens[j])
+        if cos_skills is None:
+            cos_skills = binary_cosine(members.skills[m], jobs.skills[j])
         gap = jobs.seniority[j] - members.seniority[m]
         return (
-            p.title * binary_cosine(members.title_tokens[m], jobs.title_tokens[j])
-            + p.skills * binary_cosine(members.skills[m], jobs.skills[j])
+            p.title * cos_title
+            + p.skills * cos_skills
             + p.function_match * (members.function[m] == jobs.function[j])
             + p.industry_match * (members.industry[m] == jobs.industry[j])
             + p.region_match * (members.region[m] == jobs.region[j])
@@ -152,9 +160,10 @@ class TruthModel:
         """
         alpha = self.alpha if alpha is None else alpha
         beta = self.beta if beta is None else beta
-        member_part = np.take_along_axis(alpha[m], job_columns, axis=1).sum(axis=1)
-        job_part = np.take_along_axis(beta[j], member_columns, axis=1).sum(axis=1)
-        return (member_part + job_part).astype(np.float64)
+        # Gather only the 5 used coefficients per impression from the flat arrays (not whole rows).
+        member_part = alpha.ravel()[m[:, None] * alpha.shape[1] + job_columns].sum(axis=1, dtype=np.float64)
+        job_part = beta.ravel()[j[:, None] * beta.shape[1] + member_columns].sum(axis=1, dtype=np.float64)
+        return member_part + job_part
 
     def calibrate_intercept(self, logits_without_intercept: np.ndarray) -> float:
         """Set the intercept so the mean apply probability of these impressions is ``base_rate`` (bisection)."""

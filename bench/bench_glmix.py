@@ -1,0 +1,189 @@
+"""GLMix speed benchmark: PBCD vs scipy L-BFGS on the stacked design, warm-start daily retrain vs a cold fit,
+incremental update vs a full warm-start retrain.
+
+Data come from the small GLMix simulator in ``glmix_core.simulate`` (members, jobs, crossed random effects
+with random slopes). Default size: 100k rows, 10k members, 2k jobs; ``--full``: 1M rows, 100k members,
+20k jobs (the issue's size). Prints the figures and writes them to ``bench/out/glmix.json``.
+
+    .venv/bin/python bench/bench_glmix.py [--full] [--reference-limit SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from glmix_core import GLMixSpec, fit, metrics
+from glmix_core import reference as ref
+from glmix_core.model import GLMixModel
+from glmix_core.simulate import full_spec_dict, make_truth, simulate
+
+log = logging.getLogger("bench_glmix")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def measured(record: dict, key: str):
+    """Wall time and peak resident memory above the starting level (sampled every 20 ms) of a phase."""
+    base = _rss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], _rss_bytes())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        record[f"{key}_seconds"] = round(time.perf_counter() - start, 3)
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], _rss_bytes())
+        record[f"{key}_peak_extra_rss_mb"] = round((peak[0] - base) / 2**20, 1)
+
+
+def reference_time_to(problem: ref.StackedProblem, target: float, limit: float) -> dict:
+    """Run scipy L-BFGS-B on the stacked design from zero until its objective <= target (or ``limit`` s)."""
+    start = time.perf_counter()
+    state = {"reached": None, "best": np.inf, "iterations": 0}
+
+    def callback(coef, value):
+        state["iterations"] += 1
+        state["best"] = min(state["best"], value)
+        if value <= target:
+            state["reached"] = time.perf_counter() - start
+            return True
+        return time.perf_counter() - start > limit
+
+    ref.solve_stacked(problem, method="lbfgs", gtol=1e-12, max_iter=1_000_000, callback=callback)
+    return {"reached": state["reached"] is not None, "seconds": round(state["reached"] or (time.perf_counter() - start), 3),
+            "best_objective": state["best"], "iterations": state["iterations"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="1M rows, 100k members, 20k jobs")
+    parser.add_argument("--rows", type=int)
+    parser.add_argument("--members", type=int)
+    parser.add_argument("--jobs", type=int)
+    parser.add_argument("--reference-limit", type=float, default=None,
+                        help="seconds the stacked L-BFGS may run before we report a lower bound (default 30x PBCD)")
+    parser.add_argument("--forgetting", type=float, default=0.9)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "out" / "glmix.json"))
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    log.setLevel(logging.INFO)
+    rows = args.rows or (1_000_000 if args.full else 100_000)
+    members = args.members or (100_000 if args.full else 10_000)
+    jobs = args.jobs or (20_000 if args.full else 2_000)
+    out: dict = {"rows": rows, "members": members, "jobs": jobs, "cpu_count": os.cpu_count(),
+                 "machine": platform.platform(), "python": platform.python_version(),
+                 "load_average_start": os.getloadavg()}
+    print(f"GLMix benchmark: {rows:,} rows/day, {members:,} members, {jobs:,} jobs "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+
+    truth = make_truth(members, jobs, n_global=10, seed=7)
+    day0, _ = simulate(truth, rows, day=0, seed=7)
+    day1, _ = simulate(truth, rows, day=1, seed=7)
+    day2, mean2 = simulate(truth, rows, day=2, seed=7)
+    y2 = day2["label"].to_numpy()
+    spec = GLMixSpec.from_dict(full_spec_dict("logistic", tolerance=1e-6, max_iterations=200))
+    precise = GLMixSpec.from_dict(full_spec_dict("logistic", tolerance=1e-11, max_iterations=500))
+
+    # 1. full fit (PBCD, design building included) vs stacked L-BFGS reaching the same objective
+    full: dict = {}
+    with measured(full, "pbcd"):
+        model0 = fit(spec, day0)
+    f_pbcd = model0.metadata["fit"]["objective"]
+    full["pbcd_objective"] = f_pbcd
+    full["pbcd_sweeps"] = model0.metadata["fit"]["sweeps"]
+    optimum = fit(precise, day0, warm_start=model0).metadata["fit"]["objective"]
+    full["optimum_objective"] = optimum
+    full["pbcd_relative_gap"] = (f_pbcd - optimum) / abs(optimum)
+    print(f"[full fit] PBCD {full['pbcd_seconds']:.1f}s, {full['pbcd_sweeps']} sweeps, objective {f_pbcd:.8f} "
+          f"(relative gap to optimum {full['pbcd_relative_gap']:.2e}), peak +{full['pbcd_peak_extra_rss_mb']} MB")
+    with measured(full, "stacked_design"):
+        problem = ref.stacked_problem(spec, day0)
+    full["stacked_columns"] = int(problem.X.shape[1])
+    limit = args.reference_limit or max(30 * full["pbcd_seconds"], 60.0)
+    with measured(full, "reference"):
+        reached = reference_time_to(problem, f_pbcd, limit)
+    full["reference"] = reached
+    full["speedup"] = reached["seconds"] / full["pbcd_seconds"]
+    bound = "" if reached["reached"] else f" (NOT reached within {limit:.0f}s: ratio is a lower bound)"
+    print(f"[full fit] stacked L-BFGS ({full['stacked_columns']:,} columns): {reached['seconds']:.1f}s, "
+          f"{reached['iterations']} iterations to objective <= {f_pbcd:.8f}{bound}, "
+          f"peak +{full['reference_peak_extra_rss_mb']} MB")
+    print(f"[full fit] speed-up PBCD vs stacked L-BFGS: {full['speedup']:.1f}x (target >= 5x); "
+          f"stacked design build {full['stacked_design_seconds']:.1f}s not counted for the reference")
+    out["full_fit"] = full
+    del problem
+
+    # 2. next day: fixed effect locked, random effects warm-started from yesterday vs a cold start
+    daily: dict = {}
+    with measured(daily, "warm"):
+        warm = fit(spec, day1, warm_start=model0, lock=["global"])
+    fixed_only = GLMixModel(spec, {"global": model0.coordinates["global"]}, {})
+    with measured(daily, "cold"):
+        cold = fit(spec, day1, warm_start=fixed_only, lock=["global"])
+    daily["warm_objective"] = warm.metadata["fit"]["objective"]
+    daily["cold_objective"] = cold.metadata["fit"]["objective"]
+    daily["warm_sweeps"] = warm.metadata["fit"]["sweeps"]
+    daily["cold_sweeps"] = cold.metadata["fit"]["sweeps"]
+    daily["speedup"] = daily["cold_seconds"] / daily["warm_seconds"]
+    print(f"[daily retrain] warm start {daily['warm_seconds']:.1f}s ({daily['warm_sweeps']} sweeps, objective "
+          f"{daily['warm_objective']:.8f}) vs cold {daily['cold_seconds']:.1f}s ({daily['cold_sweeps']} sweeps, "
+          f"objective {daily['cold_objective']:.8f}): {daily['speedup']:.1f}x (target >= 3x); "
+          f"peak +{daily['warm_peak_extra_rss_mb']} MB vs +{daily['cold_peak_extra_rss_mb']} MB")
+    out["daily_retrain"] = daily
+
+    # 3. incremental update on day 1 only vs a full warm-start retrain on days 0+1; judged on day 2
+    inc: dict = {}
+    both = pa.concat_tables([day0, day1])
+    with measured(inc, "incremental"):
+        incremental = fit(spec, day1, warm_start=model0, lock=["global"],
+                          incremental={"forgetting": args.forgetting})
+    with measured(inc, "retrain"):
+        retrain = fit(spec, both, warm_start=model0, lock=["global"])
+    inc["incremental_next_day_auc"] = metrics.auc(y2, incremental.score(day2))
+    inc["retrain_next_day_auc"] = metrics.auc(y2, retrain.score(day2))
+    inc["day0_model_next_day_auc"] = metrics.auc(y2, model0.score(day2))
+    inc["oracle_next_day_auc"] = metrics.auc(y2, mean2)
+    inc["speedup"] = inc["retrain_seconds"] / inc["incremental_seconds"]
+    print(f"[incremental] update on day 1 {inc['incremental_seconds']:.1f}s (peak +{inc['incremental_peak_extra_rss_mb']}"
+          f" MB) vs warm retrain on days 0+1 {inc['retrain_seconds']:.1f}s (peak +{inc['retrain_peak_extra_rss_mb']} MB)"
+          f": {inc['speedup']:.1f}x; day-2 AUC incremental {inc['incremental_next_day_auc']:.4f}, retrain "
+          f"{inc['retrain_next_day_auc']:.4f}, day-0 model {inc['day0_model_next_day_auc']:.4f}, oracle "
+          f"{inc['oracle_next_day_auc']:.4f}")
+    out["incremental"] = inc
+    out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["load_average_end"] = os.getloadavg()
+    print(f"process peak RSS {out['max_rss_mb']} MB")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
