@@ -64,12 +64,16 @@ def compare(jobs_a, scores_a, jobs_b, scores_b) -> dict[str, int]:
     same_scores = np.abs(scores_a - scores_b) <= TIE_TOL * np.maximum(1.0, np.abs(scores_a))
     differ = jobs_a != jobs_b
     identical = ~differ.any(axis=1) & same_scores.all(axis=1)
-    # A differing position is a tie when its score also occurs at a neighbouring rank.
+    # A differing position is a tie when its score also occurs at a neighbouring rank, or when it is the
+    # score of the last rank (the group of equal scores cut by k, of which either side may keep any).
     tied_prev = np.zeros_like(differ)
     tied_prev[:, 1:] = np.abs(np.diff(scores_a, axis=1)) <= TIE_TOL
     tied_next = np.zeros_like(differ)
     tied_next[:, :-1] = tied_prev[:, 1:]
-    tie_only = ~identical & same_scores.all(axis=1) & ~(differ & ~(tied_prev | tied_next)).any(axis=1)
+    last = np.take_along_axis(scores_a, np.maximum((jobs_a >= 0).sum(axis=1) - 1, 0)[:, None], 1)
+    at_cut = np.abs(scores_a - last) <= TIE_TOL
+    explained = tied_prev | tied_next | at_cut
+    tie_only = ~identical & same_scores.all(axis=1) & ~(differ & ~explained).any(axis=1)
     return {
         "rows": int(len(jobs_a)), "identical": int(identical.sum()), "tie_order_only": int(tie_only.sum()),
         "different": int((~identical & ~tie_only).sum()),

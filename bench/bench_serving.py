@@ -229,6 +229,7 @@ def main() -> int:
     parser.add_argument("--http-requests", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one log line per request would skew the timing
     n_members = args.members or (1_000_000 if args.full else 50_000)
     lookups = args.lookups or (160_000 if args.full else 32_000)
     http_requests = args.http_requests or (16_000 if args.full else 4_000)
@@ -308,7 +309,7 @@ def main() -> int:
 
         results = {
             "size": {"members": n_members, "jobs_per_member": args.jobs, "full": args.full},
-            "machine": {"cpus": os.cpu_count(), "server": redact_url(url)},
+            "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "server": redact_url(url)},
             "publish": {
                 "write_members_per_s": write_rate,
                 "task_members_per_s": task_rate,
@@ -383,6 +384,8 @@ def print_results(r: dict) -> None:
             f"{m['requests_per_s']:,.0f} req/s over {m['requests']:,} requests{server}"
         )
     print(f"peak RSS            : {r['peak_rss_mib']:,.0f} MiB")
+    m = r["machine"]
+    print(f"machine             : {m['cpus']} CPUs, load average {m['load_avg_1m']:.1f} at the end")
 
 
 if __name__ == "__main__":

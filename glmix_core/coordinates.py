@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from .design import RandomDesign
 from .losses import Loss
-from .solvers import FIXED_SOLVERS, batch_hessian, batch_newton
+from .solvers import FIXED_SOLVERS, batch_hessian, batch_inverse_diagonal_dual, batch_newton
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +98,25 @@ class RandomCoordinate:
         # Newton steps per entity per sweep: the sweep is repeated anyway, so an inexact block solve saves
         # the extra factorisation a convergence check would cost; PBCD converges to the same optimum.
         self.newton_steps = NEWTON_STEPS_PER_SWEEP
+        self._static: dict[int, tuple] = {}
 
     def _chunk_arrays(self, chunk, offset):
+        """Per-chunk coefficients and the static arrays (labels, weights, prior), the latter built once."""
+        static = self._static.get(id(chunk))
+        if static is None:
+            static = self._static[id(chunk)] = self._static_arrays(chunk)
+        valid, mean, prec, y, w = static
+        coef = np.where(valid, self.values[np.where(valid, chunk.pairs, 0)], 0.0)
+        return valid, coef, mean, prec, y, w, offset[chunk.rows]
+
+    def _static_arrays(self, chunk):
         valid = chunk.pairs >= 0
         safe = np.where(valid, chunk.pairs, 0)
-        coef = np.where(valid, self.values[safe], 0.0)
         mean = np.where(valid, self.prior_mean[safe], 0.0)
         prec = np.where(valid, self.prior_prec[safe], 1.0)
         y = self.y[chunk.rows]
         w = np.where(chunk.row_mask, self.weight[chunk.rows], 0.0)
-        return valid, coef, mean, prec, y, w, offset[chunk.rows]
+        return valid, mean, prec, y, w
 
     def fit(self, offset: np.ndarray) -> np.ndarray:
         iterations = 0
@@ -160,9 +169,12 @@ class RandomCoordinate:
         out = np.full(self.design.n_pairs, np.nan)
         for chunk in self.design.chunks:
             valid, coef, _, prec, y, w, off = self._chunk_arrays(chunk, offset)
-            H = batch_hessian(self.loss, chunk.design(), y, w, off, coef, prec)
-            inv = np.linalg.inv(H)
-            diag = np.diagonal(inv, axis1=1, axis2=2)
+            Z = chunk.design()
+            if Z.shape[1] < Z.shape[2]:
+                diag = batch_inverse_diagonal_dual(self.loss, Z, y, w, off, coef, prec)
+            else:
+                H = batch_hessian(self.loss, Z, y, w, off, coef, prec)
+                diag = np.diagonal(np.linalg.inv(H), axis1=1, axis2=2)
             out[chunk.pairs[valid]] = diag[valid]
         for ent in self.design.large:
             if ent.pairs.size <= MAX_DENSE_VARIANCE:

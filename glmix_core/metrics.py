@@ -7,7 +7,19 @@ with ``np.unique``/``np.lexsort``.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank (as scipy.stats.rankdata, without its import cost)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    new_block = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    block = np.cumsum(new_block) - 1
+    first = np.flatnonzero(new_block)
+    last = np.r_[first[1:], values.size] - 1
+    ranks = np.empty(values.size)
+    ranks[order] = ((first + last) / 2.0 + 1.0)[block]
+    return ranks
 
 
 def auc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:

@@ -152,6 +152,36 @@ def batch_hessian(loss: Loss, Z, y, w, offset, coef, prior_prec) -> np.ndarray:
     return H
 
 
+def _woodbury_solve(Z: np.ndarray, curvature: np.ndarray, prec: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """(diag(prec) + Zᵀ diag(curvature) Z)⁻¹ rhs for stacked problems with fewer rows N than columns D.
+
+    With B = diag(√curvature) Z: (P + BᵀB)⁻¹ = P⁻¹ − P⁻¹Bᵀ (I + B P⁻¹ Bᵀ)⁻¹ B P⁻¹, an N×N solve instead of
+    D×D: most entities (members with a few impressions) have N ≪ D.
+    """
+    B = Z * np.sqrt(np.maximum(curvature, 0.0))[:, :, None]
+    inv_prec = 1.0 / prec
+    BP = B * inv_prec[:, None, :]
+    K = np.matmul(BP, B.transpose(0, 2, 1))
+    n = np.arange(Z.shape[1])
+    K[:, n, n] += 1.0
+    u = inv_prec * rhs
+    v = np.linalg.solve(K, np.matmul(B, u[:, :, None]))
+    return u - np.matmul(BP.transpose(0, 2, 1), v)[:, :, 0]
+
+
+def batch_inverse_diagonal_dual(loss: Loss, Z, y, w, offset, coef, prec) -> np.ndarray:
+    """diag(H⁻¹) per entity via the N×N dual form (see ``_woodbury_solve``); shape (E, D)."""
+    eta = offset + np.matmul(Z, coef[:, :, None])[:, :, 0]
+    _, d2 = loss.derivatives(y, eta)
+    B = Z * np.sqrt(np.maximum(w * d2, 0.0))[:, :, None]
+    inv_prec = 1.0 / prec
+    BP = B * inv_prec[:, None, :]
+    K = np.matmul(BP, B.transpose(0, 2, 1))
+    n = np.arange(Z.shape[1])
+    K[:, n, n] += 1.0
+    return inv_prec - np.einsum("ead,ead->ed", BP, np.linalg.solve(K, BP))
+
+
 def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset: np.ndarray,
                  coef0: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray, rtol: float,
                  max_iter: int = 50) -> tuple[np.ndarray, int]:
@@ -174,13 +204,16 @@ def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset
         eta = oa + np.matmul(Za, ca[:, :, None])[:, :, 0]
         d1, d2 = loss.derivatives(ya, eta)
         grad = np.matmul((wa * d1)[:, None, :], Za)[:, 0, :] + pa_ * (ca - ma)
-        H = np.matmul(Za.transpose(0, 2, 1), Za * (wa * d2)[:, :, None])
-        H[:, idx, idx] += pa_
-        try:
-            step = -np.linalg.solve(H, grad[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            # a singular Hessian (only possible with zero curvature and tiny precision): least squares
-            step = -np.matmul(np.linalg.pinv(H), grad[:, :, None])[:, :, 0]
+        if Z.shape[1] < Z.shape[2]:
+            step = -_woodbury_solve(Za, wa * d2, pa_, grad)
+        else:
+            H = np.matmul(Za.transpose(0, 2, 1), Za * (wa * d2)[:, :, None])
+            H[:, idx, idx] += pa_
+            try:
+                step = -np.linalg.solve(H, grad[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                # a singular Hessian (zero curvature and tiny precision): least squares
+                step = -np.matmul(np.linalg.pinv(H), grad[:, :, None])[:, :, 0]
         slope = np.einsum("ed,ed->e", grad, step)
         va = value[active]
         done = -slope <= 2.0 * rtol * (1.0 + np.abs(va))

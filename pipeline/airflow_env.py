@@ -30,7 +30,8 @@ MIGRATED_MARKER = ".jobrec-migrated"
 def airflow_env(settings: Settings) -> dict[str, str]:
     """The environment variables that make Airflow use jobrec's embedded setup under ``settings.home``.
 
-    An explicitly set ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` (e.g. Postgres from docker-compose) is kept.
+    A non-SQLite ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` already in the environment (e.g. Postgres under
+    docker-compose) is kept; otherwise the metadata DB is ``$JOBREC_HOME/airflow/airflow.db``.
     """
     airflow_home = settings.home / "airflow"
     env = {
@@ -43,9 +44,12 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "JOBREC_HOME": str(settings.home),
     }
-    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = os.environ.get(
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{airflow_home / 'airflow.db'}"
-    )
+    # A server database set in the environment (Postgres under docker-compose) wins; SQLite is per home.
+    configured = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if configured and not configured.startswith("sqlite"):
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = configured
+    else:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{airflow_home / 'airflow.db'}"
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     return env

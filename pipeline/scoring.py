@@ -31,7 +31,14 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from pipeline.config import Settings
-from pipeline.features.pairs import CANONICAL_POSITION, GlobalSpace, ProfileBlock, pair_features, rowwise_dot
+from pipeline.features.pairs import (
+    CANONICAL_POSITION,
+    GlobalSpace,
+    PairRows,
+    ProfileBlock,
+    pair_features,
+    rowwise_dot,
+)
 from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS, Vocab, load_vocab
 from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
 
@@ -177,27 +184,15 @@ def score_pairs(
 ) -> np.ndarray:
     """The full GLMix linear predictor for the pairs (member row, job row), vectorised over the block."""
     position = np.full(len(member_rows), CANONICAL_POSITION, dtype=np.float64)
-    x = pair_features(members, member_rows, jobs, job_rows, position, space)
+    pairs = PairRows.of(member_rows, job_rows)
+    x = pair_features(members, member_rows, jobs, job_rows, position, space, pairs)
     score = x.score(model.fixed) + model.fixed_intercept
-    score += rowwise_dot(job_profile_matrix, job_rows, model.member_coef, member_rows)
+    # s_j'α_m: member coefficient rows against job profiles; q_m'β_j: member profiles against job rows.
+    score += rowwise_dot(model.member_coef, job_profile_matrix, pairs)
     score += model.member_intercept[member_rows]
-    score += rowwise_dot(member_profile_matrix, member_rows, model.job_coef, job_rows)
+    score += rowwise_dot(member_profile_matrix, model.job_coef, pairs)
     score += model.job_intercept[job_rows]
     return score
-
-
-def _group_rank(keys: list[np.ndarray], descending_score: np.ndarray, tiebreak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order rows by (keys..., score desc, tiebreak) and return (order, 0-based rank within the keys group)."""
-    order = np.lexsort((tiebreak, -descending_score, *reversed(keys)))
-    n = len(order)
-    if n == 0:
-        return order, np.zeros(0, dtype=np.int64)
-    sorted_keys = [k[order] for k in keys]
-    new_group = np.ones(n, dtype=bool)
-    new_group[1:] = np.logical_or.reduce([k[1:] != k[:-1] for k in sorted_keys])
-    starts = np.flatnonzero(new_group)
-    group_start = np.repeat(starts, np.diff(np.append(starts, n)))
-    return order, np.arange(n) - group_start
 
 
 def select_top(
@@ -209,15 +204,31 @@ def select_top(
     top_n: int,
     max_per_company: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Company cap then top N per member: (member_rows, job_rows, scores, 1-based ranks), sorted by rank."""
-    if max_per_company is not None:
-        order, rank = _group_rank([member_rows, company[job_rows]], scores, job_ids[job_rows])
-        keep = order[rank < max_per_company]
+    """Company cap then top N per member: (member_rows, job_rows, scores, 1-based ranks), sorted by rank.
+
+    ``company`` holds a dense company code per job row. Ties in score break on job_id.
+    """
+    order = np.lexsort((job_ids[job_rows], -scores, member_rows))
+    member_rows, job_rows, scores = member_rows[order], job_rows[order], scores[order]
+    if max_per_company is not None and len(order):
+        # Stable sort on (member, company) keeps score order inside each group: rank = offset in group.
+        key = member_rows.astype(np.int64) * (int(company.max()) + 1) + company[job_rows]
+        by_group = np.argsort(key, kind="stable")
+        keep = np.empty(len(order), dtype=bool)
+        keep[by_group] = _rank_in_groups(key[by_group]) < max_per_company
         member_rows, job_rows, scores = member_rows[keep], job_rows[keep], scores[keep]
-    order, rank = _group_rank([member_rows], scores, job_ids[job_rows])
+    rank = _rank_in_groups(member_rows)
     keep = rank < top_n
-    order, rank = order[keep], rank[keep]
-    return member_rows[order], job_rows[order], scores[order], rank + 1
+    return member_rows[keep], job_rows[keep], scores[keep], rank[keep] + 1
+
+
+def _rank_in_groups(sorted_keys: np.ndarray) -> np.ndarray:
+    """0-based position of each element inside its run of equal keys (``sorted_keys`` grouped)."""
+    n = len(sorted_keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
 
 
 def _applied_pairs(ds: str, settings: Settings, lookback_days: int) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +310,7 @@ def rescore(
 
     job_table = read_partition(layout.features("job_profiles", ds)).sort_by("job_id")
     job_ids = job_table["job_id"].to_numpy(zero_copy_only=False).astype(np.int64)
-    company = job_table["company_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+    _, company = np.unique(job_table["company_id"].to_numpy(zero_copy_only=False), return_inverse=True)
     end_of_day = dt.datetime.fromisoformat(shift_ds(ds, 1)).replace(tzinfo=dt.UTC)
     expires = pc.cast(job_table["expires_at"], pa.timestamp("us", tz="UTC"))
     active = pc.fill_null(pc.greater(expires, pa.scalar(end_of_day, pa.timestamp("us", tz="UTC"))), False)
@@ -357,7 +368,6 @@ def rescore(
                 # Block boundary on a member boundary, about pairs_per_block pairs per block.
                 cut = np.searchsorted(member_starts, start + pairs_per_block, side="left")
                 stop = int(member_starts[cut]) if cut < len(member_starts) else len(m_rows)
-                stop = max(stop, start + 1) if stop <= start else stop
                 bm, bj = m_rows[start:stop], j_rows[start:stop]
                 scores = score_pairs(model, space, members, member_matrix, bm, jobs, job_matrix, bj)
                 rm, rj, rs, rank = select_top(bm, bj, scores, company, job_ids, top_n, max_per_company)

@@ -11,6 +11,7 @@ ascending, so the result is deterministic even with exact ties. Only jobs matchi
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import time
@@ -46,6 +47,11 @@ class JobMatrix:
     @property
     def n_jobs(self) -> int:
         return len(self.job_ids)
+
+    @functools.cached_property
+    def split(self) -> SplitMatrix:
+        """The matrix split into dense frequent-term rows and a sparse tail (built once, on first use)."""
+        return SplitMatrix.of(self.matrix)
 
     def select(self, keep: np.ndarray) -> JobMatrix:
         """The jobs where the boolean array ``keep`` is true (vocabulary unchanged)."""
@@ -363,7 +369,7 @@ def retrieve(
     if queries.shape[1] != jobs.matrix.shape[0]:
         raise ValueError("queries and job matrix use different vocabularies; build queries with jobs.vocab")
     _SHARED.update(
-        queries=queries.tocsr(), jobs=SplitMatrix.of(jobs.matrix), k=k, block_size=block_size, filters=filters or Filters()
+        queries=queries.tocsr(), jobs=jobs.split, k=k, block_size=block_size, filters=filters or Filters()
     )
     starts = range(0, queries.shape[0], block_size)
     started = time.perf_counter()

@@ -75,19 +75,17 @@ def _documents(jobs: pa.Table) -> list[dict]:
     profiles = {field: profile_column(jobs, field).to_pylist() for field in PROFILE_FIELDS}
     docs = []
     for i in range(n):
-        profile = {field: profiles[field][i] or [] for field in PROFILE_FIELDS}
-        fingerprint = hashlib.blake2b(json.dumps(profile, sort_keys=True).encode(), digest_size=12).hexdigest()
-        docs.append(
-            {
-                "job_id": job_ids[i],
-                "company_id": companies[i],
-                "job_region": regions[i] or "",
-                "posted_at_us": posted[i],
-                "expires_at_us": expires[i],
-                "profile_hash": fingerprint,
-                **profile,
-            }
-        )
+        doc = {
+            "job_id": job_ids[i],
+            "company_id": companies[i],
+            "job_region": regions[i] or "",
+            "posted_at_us": posted[i],
+            "expires_at_us": expires[i],
+            **{field: profiles[field][i] or [] for field in PROFILE_FIELDS},
+        }
+        # Fingerprint of everything indexed or stored: a job whose profile or dates changed is re-indexed.
+        doc["profile_hash"] = hashlib.blake2b(json.dumps(doc, sort_keys=True).encode(), digest_size=12).hexdigest()
+        docs.append(doc)
     return docs
 
 

@@ -93,3 +93,34 @@ def test_dag_files_do_no_heavy_imports_at_top_level() -> None:
         ]
         for line in top_level:
             assert not any(heavy in line for heavy in ("pyspark", "numpy", "pandas", "pipeline", "redis")), line
+
+
+def test_a_run_without_a_logical_date_fails_with_a_clear_message() -> None:
+    from pipeline.airflow_env import call_pipeline
+
+    with pytest.raises(ValueError, match="trigger it with a logical date"):
+        call_pipeline("pipeline.report:write_run_report", None, {}, results={})
+
+
+def test_task_wrapper_applies_trigger_form_params_and_times_the_call(tmp_path, monkeypatch) -> None:
+    import json
+
+    from pipeline.airflow_env import call_pipeline
+
+    monkeypatch.setenv("JOBREC_HOME", str(tmp_path))
+    result = call_pipeline(
+        "pipeline.report:write_run_report", "2024-01-02", {"top_n": 7}, results={"x": {"rows": 1}}
+    )
+    assert result["seconds"] >= 0
+    report = json.loads((tmp_path / "reports" / "ds=2024-01-02" / "run.json").read_text())
+    assert report["counts"] == {"x.rows": 1}
+
+
+def test_embedded_airflow_uses_sqlite_under_jobrec_home_and_the_repo_dags() -> None:
+    from pipeline.airflow_env import airflow_env
+
+    env = airflow_env(Settings(home=Path("/srv/jobrec")))
+    assert env["AIRFLOW_HOME"] == "/srv/jobrec/airflow"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(DAGS_FOLDER)
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "sqlite:////srv/jobrec/airflow/airflow.db"

@@ -28,3 +28,21 @@ def test_spark_partitions_give_the_same_candidates_as_local_processes(spark, mon
     order = [("member_id", "ascending"), ("rank", "ascending")]
     assert local.num_rows > 0
     assert distributed.sort_by(order).equals(local.sort_by(order))
+
+
+def test_retrieve_task_on_spark_writes_the_same_partition_as_with_processes(settings, spark, monkeypatch):
+    from pipeline.retrieval_tasks import retrieve_candidates, update_index
+    from pipeline.storage import read_partition, write_partition
+
+    monkeypatch.setattr(spark.sparkContext, "pythonExec", sys.executable)
+    ds = "2026-01-02"
+    write_partition(settings.layout.features("job_profiles", ds), synthetic.job_profiles(200, seed=51, ds=ds))
+    write_partition(settings.layout.features("member_profiles", ds), synthetic.member_profiles(20, seed=52))
+    update_index(ds, settings)
+    retrieve_candidates(ds, settings, k=15, processes=1)
+    local = read_partition(settings.layout.candidates(ds))
+    result = retrieve_candidates(ds, settings, k=15, engine="spark")
+    distributed = read_partition(settings.layout.candidates(ds))
+    order = [("member_id", "ascending"), ("rank", "ascending")]
+    assert result["candidates"] == local.num_rows > 0
+    assert distributed.select(local.column_names).cast(local.schema).sort_by(order).equals(local.sort_by(order))

@@ -15,13 +15,19 @@ DAY2_START_US = 1_767_312_000_000_000  # 2026-01-02T00:00Z
 
 
 def day2_jobs(day1: pa.Table) -> pa.Table:
-    """Day 1's jobs with 40 closed, 30 changed profiles, and 150 new jobs; some have expired by day 2."""
+    """Day 1's jobs with 40 closed, 30 changed profiles, 20 extended, and 150 new jobs; some have expired by
+    day 2."""
     kept = day1.slice(40)  # jobs 1..40 closed (gone from the table)
     skills = profile_column(kept, "skills")
     changed_skills = profile_column(synthetic.job_profiles(kept.num_rows, seed=99), "skills")
     is_changed = pa.array(np.arange(kept.num_rows) < 30)
     kept = kept.set_column(kept.schema.get_field_index("skills"), "skills", pc.if_else(is_changed, changed_skills,
                                                                                         skills))
+    # Jobs 71..90 keep their profile but get their expiry extended by ten days.
+    expires = kept["expires_at"].cast(pa.int64()).to_numpy().copy()
+    expires[30:50] += 10 * 86_400_000_000
+    kept = kept.set_column(kept.schema.get_field_index("expires_at"), "expires_at",
+                           pa.array(expires).cast(kept.schema.field("expires_at").type))
     new = synthetic.job_profiles(150, seed=7, first_id=10_001, ds="2026-01-02")
     return pa.concat_tables([kept, new.select(kept.column_names)])
 

@@ -90,10 +90,13 @@ class ProfileBlock:
     Attributes:
         fields: per field, a CSR matrix (rows × vocab size) of TF-IDF weights.
         codes: per categorical field, the row's field-local term code (-1 when the field is empty).
+        code_weights: per categorical field, the weight of that term, or None when some row holds more
+            than one term (then cosines go through the matrices).
     """
 
     fields: dict[str, sp.csr_matrix]
     codes: dict[str, np.ndarray]
+    code_weights: dict[str, np.ndarray | None]
 
     @property
     def num_rows(self) -> int:
@@ -112,6 +115,7 @@ class ProfileBlock:
         n = table.num_rows
         fields: dict[str, sp.csr_matrix] = {}
         codes: dict[str, np.ndarray] = {}
+        code_weights: dict[str, np.ndarray | None] = {}
         for f in FIELDS:
             rows, terms, weights = _flatten_profile(table[prefix + f])
             local = vocab.local_codes(f, terms)
@@ -122,7 +126,11 @@ class ProfileBlock:
                 code = np.full(n, -1, dtype=np.int64)
                 code[rows[known]] = local[known]
                 codes[f] = code
-        return cls(fields, codes)
+                weight = np.zeros(n)
+                weight[rows[known]] = weights[known]
+                single = not len(rows) or np.bincount(rows[known], minlength=n).max(initial=0) <= 1
+                code_weights[f] = weight if single else None
+        return cls(fields, codes, code_weights)
 
 
 def _flatten_profile(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
@@ -136,28 +144,84 @@ def _flatten_profile(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa
     return rows, terms, np.asarray(weights, dtype=np.float64)
 
 
-def rowwise_dot(left: sp.csr_matrix, left_rows: np.ndarray, right: sp.csr_matrix, right_rows: np.ndarray) -> np.ndarray:
-    """``left[left_rows[i]] · right[right_rows[i]]`` for every i, without densifying."""
-    product = left[left_rows].multiply(right[right_rows])
+@dataclass(frozen=True)
+class PairRows:
+    """Row pairs (left[i], right[i]) with their distinct rows, computed once per block."""
+
+    left: np.ndarray
+    right: np.ndarray
+    left_unique: np.ndarray
+    left_local: np.ndarray
+    right_unique: np.ndarray
+    right_local: np.ndarray
+
+    @classmethod
+    def of(cls, left: np.ndarray, right: np.ndarray) -> PairRows:
+        lu, ll = np.unique(left, return_inverse=True)
+        ru, rl = np.unique(right, return_inverse=True)
+        return cls(left, right, lu, ll, ru, rl)
+
+    @property
+    def repeated(self) -> bool:
+        """Few distinct rows on both sides (a block of members × their candidates): use block products."""
+        dense_cells = len(self.left_unique) * len(self.right_unique)
+        return dense_cells <= max(64 * len(self.left), 1) and dense_cells <= 16_000_000
+
+
+def rowwise_dot(left: sp.csr_matrix, right: sp.csr_matrix, pairs: PairRows) -> np.ndarray:
+    """``left[pairs.left[i]] · right[pairs.right[i]]`` for every i, without densifying whole matrices.
+
+    Row-aligned pairs (training) multiply gathered rows; repeated rows (re-scoring: each member paired with
+    its candidates) take one sparse product of the distinct rows and read the pairs from it.
+    """
+    if pairs.repeated:
+        block = (left[pairs.left_unique] @ right[pairs.right_unique].T).toarray()
+        return block[pairs.left_local, pairs.right_local]
+    product = left[pairs.left].multiply(right[pairs.right])
     return np.asarray(product.sum(axis=1)).ravel()
+
+
+def field_cosine(members: ProfileBlock, jobs: ProfileBlock, pairs: PairRows, field: str) -> np.ndarray:
+    """Cosine of one field for every pair; categorical fields with one term per row compare codes."""
+    mw, jw = members.code_weights.get(field), jobs.code_weights.get(field)
+    if mw is not None and jw is not None:
+        mc, jc = members.codes[field][pairs.left], jobs.codes[field][pairs.right]
+        return np.where((mc >= 0) & (mc == jc), mw[pairs.left] * jw[pairs.right], 0.0)
+    return rowwise_dot(members.fields[field], jobs.fields[field], pairs)
 
 
 @dataclass(frozen=True)
 class GlobalFeatures:
-    """Global features of a block of pairs in coordinate form: (row, feature id, value), sorted by row."""
+    """Global features of a block of pairs in coordinate form, as groups of (row, feature id, value).
+
+    ``value`` None means 1.0 for every entry of the group.
+    """
 
     num_rows: int
-    row: np.ndarray
-    feature: np.ndarray
-    value: np.ndarray
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 
     def score(self, coefficients: np.ndarray) -> np.ndarray:
         """x'b per row for a coefficient vector indexed by feature id."""
-        return np.bincount(self.row, weights=coefficients[self.feature] * self.value, minlength=self.num_rows)
+        total = np.zeros(self.num_rows)
+        for row, feature, value in self.parts:
+            contribution = coefficients[feature] if value is None else coefficients[feature] * value
+            if len(row) == self.num_rows:  # dense group: one entry per row, rows in order
+                total += contribution
+            else:
+                total += np.bincount(row, weights=contribution, minlength=self.num_rows)
+        return total
+
+    def coordinates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, feature, value) sorted by row; within a row, groups keep their order."""
+        row = np.concatenate([p[0] for p in self.parts])
+        feature = np.concatenate([p[1] for p in self.parts])
+        value = np.concatenate([p[2] if p[2] is not None else np.ones(len(p[0])) for p in self.parts])
+        order = np.argsort(row, kind="stable")
+        return row[order], feature[order], value[order]
 
     def to_bag(self, space: GlobalSpace) -> pa.Array:
-        names = space.names.take(pa.array(self.feature))
-        return _pack_bag(self.num_rows, self.row, names, self.value)
+        row, feature, value = self.coordinates()
+        return _pack_bag(self.num_rows, row, space.names.take(pa.array(feature)), value)
 
 
 def pair_features(
@@ -167,16 +231,19 @@ def pair_features(
     job_rows: np.ndarray,
     position: np.ndarray,
     space: GlobalSpace,
+    pairs: PairRows | None = None,
 ) -> GlobalFeatures:
     """Global features (x) of the pairs (``members[member_rows[i]]``, ``jobs[job_rows[i]]``) at ``position[i]``.
 
     Cosines are clipped to [0, 1] (profiles are non-negative and unit-norm; the clip only removes rounding).
+    ``pairs`` may pass the block's :class:`PairRows` when the caller already built it.
     """
     n = len(member_rows)
     rows = np.arange(n, dtype=np.int64)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pairs = pairs if pairs is not None else PairRows.of(member_rows, job_rows)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
     for fid, f in enumerate(FIELDS):
-        cos = np.clip(rowwise_dot(members.fields[f], member_rows, jobs.fields[f], job_rows), 0.0, 1.0)
+        cos = np.clip(field_cosine(members, jobs, pairs, f), 0.0, 1.0)
         parts.append((rows, np.full(n, fid, np.int64), cos))
     parts.append((rows, np.full(n, len(FIELDS), np.int64), np.log(np.asarray(position, dtype=np.float64))))
     m_codes = {f: members.codes[f][member_rows] for f in CATEGORICAL_FIELDS}
@@ -194,11 +261,7 @@ def pair_features(
         ids[both] = table[mc[both], jc[both]]
         hit = ids >= 0
         parts.append((rows[hit], ids[hit], None))
-    row = np.concatenate([p[0] for p in parts])
-    feature = np.concatenate([p[1] for p in parts])
-    value = np.concatenate([p[2] if p[2] is not None else np.ones(len(p[0])) for p in parts])
-    order = np.argsort(row, kind="stable")  # per row: the group order above
-    return GlobalFeatures(n, row[order], feature[order], value[order])
+    return GlobalFeatures(n, parts)
 
 
 def profile_bag(table: pa.Table, prefix: str = "") -> pa.Array:

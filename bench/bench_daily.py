@@ -1,0 +1,138 @@
+"""Benchmark: one daily run of the ``jobrec_daily`` DAG end to end, broken down by task.
+
+    .venv/bin/python bench/bench_daily.py            # small: 2,000 members × 500 jobs
+    .venv/bin/python bench/bench_daily.py --full     # the issue's size: 100,000 members × 20,000 jobs
+
+Setup (not timed as the daily run): a synthetic marketplace of two days and the periodic DAG on day 1 (full
+GLMix, promoted). Measured: the daily DAG for day 2 run with ``dag.test()`` (real Airflow, SQLite metadata
+DB, local Spark, Whoosh, glmix_core, embedded Redis): its wall time, each task's time from the run report,
+and peak memory (this process's max RSS — tasks run in-process —, the max RSS of finished child processes,
+and the peak RSS (VmHWM) of the still-running Spark JVM). Writes ``bench/out/daily.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out" / "daily.json"
+START = "2024-01-01"
+DAY2 = "2024-01-02"
+
+
+def _child_pids(root: int) -> list[int]:
+    """All live descendants of ``root`` (from /proc), e.g. the Spark JVM started by pyspark."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, parent in parents.items() if parent == pid]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def _peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="100k members × 20k jobs (the issue's size)")
+    parser.add_argument("--members", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--home", default=None, help="data folder (default: a fresh temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the data folder")
+    args = parser.parse_args()
+    members = args.members or (100_000 if args.full else 2_000)
+    jobs = args.jobs or (20_000 if args.full else 500)
+    home = Path(args.home or tempfile.mkdtemp(prefix="jobrec-bench-daily-"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["JOBREC_HOME"] = str(home)
+    os.environ.pop("REDIS_URL", None)  # the embedded Redis under $JOBREC_HOME/redis
+
+    from pipeline.airflow_env import configure_airflow, run_dag
+    from pipeline.config import Settings
+    from pipeline.synth import generate_marketplace
+
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    generate_marketplace(home, members=members, jobs=jobs, days=2, start=START, seed=1)
+    synth_s = time.perf_counter() - started
+    configure_airflow(settings)
+    started = time.perf_counter()
+    full = run_dag("jobrec_full_retrain", START, {"window_days": 1, "l2_grid": [1.0]})
+    full_s = time.perf_counter() - started
+    if full["state"] != "success":
+        print(f"setup failed: jobrec_full_retrain {full}", file=sys.stderr)
+        return 1
+
+    started = time.perf_counter()
+    daily = run_dag("jobrec_daily", DAY2, {"gate_margin": 0.05})
+    wall_s = time.perf_counter() - started
+    jvm_peak = max((_peak_rss_mib(pid) for pid in _child_pids(os.getpid())), default=0.0)
+    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report = json.loads(settings.layout.report(DAY2).read_text()) if settings.layout.report(DAY2).exists() else {}
+    timings = report.get("timings_seconds", {})
+    result = {
+        "members": members,
+        "jobs": jobs,
+        "cores": os.cpu_count(),
+        "state": daily["state"],
+        "tasks_state": daily["tasks"],
+        "daily_wall_seconds": round(wall_s, 1),
+        "task_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "sum_task_seconds": round(sum(timings.values()), 1),
+        "airflow_overhead_seconds": round(wall_s - sum(timings.values()), 1),
+        "setup_synth_seconds": round(synth_s, 1),
+        "setup_full_retrain_seconds": round(full_s, 1),
+        "peak_rss_mib": {
+            "python_process": round(self_peak),
+            "finished_children_max": round(children_peak),
+            "spark_jvm": round(jvm_peak),
+        },
+        "counts": report.get("counts", {}),
+        "holdout_auc": report.get("metrics", {}).get("gate.holdout_auc"),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\njobrec_daily, one day, {members:,} members × {jobs:,} jobs on {os.cpu_count()} cores: {daily['state']}")
+    print(f"  wall time        {wall_s:8.1f} s  (tasks {result['sum_task_seconds']} s, Airflow overhead "
+          f"{result['airflow_overhead_seconds']} s)")
+    for task, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
+        print(f"  {task:<20s} {seconds:8.1f} s")
+    print(f"  peak RSS: python {self_peak:.0f} MiB, children {children_peak:.0f} MiB, Spark JVM {jvm_peak:.0f} MiB")
+    print(f"  written to {OUT}")
+    if not args.keep and not args.home:
+        from serving_store.connection import stop_embedded
+
+        stop_embedded(home / "redis", save=False)
+        shutil.rmtree(home, ignore_errors=True)
+    return 0 if daily["state"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""``fit_spark``: the GLMix PBCD loop of ``glmix_core.fitting.fit`` with the data on Spark.
+
+Same spec, same objective, same stopping rule, same warm-start / lock / incremental conventions and the same
+``GLMixModel`` as the local engine; only where things live differs:
+
+- home layout (the input's partitions): labels, weights, base offset (+ scores of locked coordinates), the
+  fixed-effect design, and the total score of every row;
+- one entity layout per random coordinate: its rows, design and coefficients (``random.py``);
+- between coordinate updates only per-row scores move (``scores.py``), joined by row id.
+
+The local engine's subspace acceleration step is not run here (it needs every coordinate's parameter
+vector in one place); PBCD reaches the same optimum, in more sweeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data import INTERCEPT, DataError, feature_matrix, numeric_column
+from ..losses import get_loss
+from ..model import FixedEffectModel, GLMixModel, RandomEffectModel
+from ..spec import GLMixSpec
+from . import random as random_effects
+from .blocks import arrow_partitions, entity_partitions, input_dataframe
+from .fixed import DistributedFixed
+from .scores import route_home, route_to_layout
+
+log = logging.getLogger(__name__)
+
+
+def _check_options(spec: GLMixSpec, warm_start, lock, incremental) -> tuple[list[str], set[str], float]:
+    """The local engine's validation of ``lock`` and ``incremental`` (same messages)."""
+    names = [c.name for c in spec.coordinates]
+    lock = list(lock)
+    for name in lock:
+        if name not in names:
+            raise DataError(f"cannot lock {name!r}: the spec has coordinates {names}")
+        if warm_start is None or name not in warm_start.coordinates:
+            raise DataError(f"locking {name!r} needs a warm-start model that has that coordinate")
+    inc_coords: set[str] = set()
+    forgetting = 1.0
+    if incremental is not None:
+        if warm_start is None:
+            raise DataError("an incremental update needs the previous model as warm_start")
+        forgetting = float(incremental.get("forgetting", 1.0))
+        if not 0 < forgetting <= 1:
+            raise DataError(f"forgetting must be in (0, 1]; got {forgetting}")
+        default = [c.name for c in spec.coordinates if c.type == "random" and c.name not in lock]
+        inc_coords = set(incremental.get("coordinates", default))
+        for name in inc_coords:
+            if spec.coordinate(name).type != "random" or name not in warm_start.coordinates:
+                raise DataError(f"incremental coordinate {name!r} must be a random effect present in warm_start")
+    return lock, inc_coords, forgetting
+
+
+def _pin(rdd):
+    """Persist and cut lineage at the next action (states and totals are rebuilt every update)."""
+    from pyspark import StorageLevel
+
+    return rdd.persist(StorageLevel.MEMORY_AND_DISK).localCheckpoint() or rdd
+
+
+def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | None = None,
+              lock: list[str] | tuple[str, ...] = (), incremental: dict | None = None,
+              num_partitions: int | None = None, metadata: dict | None = None) -> GLMixModel:
+    """Fit the GLMix posterior mode on Spark and return the same ``GLMixModel`` the local ``fit`` returns.
+
+    ``data``: a Spark DataFrame or a Parquet file/folder path (the local engine's input format; Spark reads
+    it, so any Hadoop path works). ``spark``: the session (default ``SparkSession.builder.getOrCreate()``).
+    ``warm_start``/``lock``/``incremental``/``metadata``: as in ``glmix_core.fit``. ``num_partitions``:
+    partitions of the home and entity layouts (default: the input's, at least the default parallelism).
+    Raises ``DataError`` for unusable data or options, with what to change.
+    """
+    started = time.perf_counter()
+    if spark is None:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.getOrCreate()
+    sc = spark.sparkContext
+    lock, inc_coords, forgetting = _check_options(spec, warm_start, lock, incremental)
+    loss = get_loss(spec.task)
+    rtol = spec.tolerance * 1e-3
+
+    columns = [spec.response] + [c for c in (spec.weight, spec.offset) if c]
+    for c in spec.coordinates:
+        columns += ([c.entity] if c.entity else []) + list(c.features) + list(c.feature_bags)
+    columns = list(dict.fromkeys(columns))
+    if isinstance(data, (str, Path)) or not hasattr(data, "rdd"):
+        data = str(data)
+    df = input_dataframe(spark, data, columns)
+    parts = num_partitions or max(df.rdd.getNumPartitions(), sc.defaultParallelism)
+    tables = arrow_partitions(df, parts).persist()
+
+    fixed_spec = next((c for c in spec.coordinates if c.type == "fixed" and c.name not in lock), None)
+    random_specs = [c for c in spec.coordinates if c.type == "random" and c.name not in lock]
+    vocab: list[str] = []
+    if fixed_spec is not None:
+        bags = fixed_spec.feature_bags
+
+        def bag_names(table):
+            if not bags or table.num_rows == 0:
+                return set()
+            import pyarrow.compute as pc
+
+            names = set()
+            for bag in bags:
+                if bag in table.column_names:
+                    flat = pc.list_flatten(table.column(bag).combine_chunks())
+                    names |= set(pc.unique(pc.struct_field(flat, "name")).to_pylist())
+            return names
+
+        fixed_names = ([INTERCEPT] if fixed_spec.intercept else []) + list(fixed_spec.features)
+        distinct = tables.map(bag_names).treeReduce(lambda a, b: a | b) if bags else set()
+        vocab = fixed_names + sorted(set(distinct) - set(fixed_names) - {None})
+
+    locked_models = {name: warm_start.coordinates[name] for name in lock}
+    bc_locked = sc.broadcast(locked_models) if locked_models else None
+
+    def home_block(table):
+        """Labels, weights, base offset (+ locked scores), fixed design and entity destinations; or the
+        user's data error as ``{"error": message}`` so the driver can raise it plainly."""
+        try:
+            y = numeric_column(table, spec.response, "response")
+            loss.check_response(y, spec.response)
+            w = numeric_column(table, spec.weight, "weight") if spec.weight else np.ones(table.num_rows)
+            if (w < 0).any():
+                raise DataError(f"weight column {spec.weight!r} has negative values")
+            base = numeric_column(table, spec.offset, "offset") if spec.offset else np.zeros(table.num_rows)
+            if bc_locked is not None and table.num_rows:
+                for model in bc_locked.value.values():
+                    base = base + model.score(table)
+            X = None
+            if fixed_spec is not None:
+                X, _ = feature_matrix(table, fixed_spec.features, fixed_spec.feature_bags, fixed_spec.intercept,
+                                      vocabulary=vocab)
+            dest = {c.name: entity_partitions(table.column(c.entity), parts) for c in random_specs}
+        except (DataError, ValueError) as exc:
+            return {"error": str(exc)}
+        return {"row_ids": table.column("_row_id").to_numpy(), "y": y, "w": w, "base": base, "X": X,
+                "dest": dest}
+
+    home = _pin(tables.map(home_block))
+    errors = home.map(lambda b: b.get("error")).filter(lambda e: e is not None).take(1)
+    if errors:
+        raise DataError(errors[0])
+    n_rows = home.map(lambda b: b["row_ids"].size).sum()
+    if n_rows == 0:
+        raise DataError("the training data has no rows")
+    keys = _pin(home.map(lambda b: {"row_ids": b["row_ids"], "dest": b["dest"]}))
+    log.info("spark engine: %d rows in %d partitions", n_rows, parts)
+
+    # -- coordinates ------------------------------------------------------------------------------------------
+    fixed = None
+    if fixed_spec is not None:
+        t0 = time.perf_counter()
+        prev = warm_start.coordinates.get(fixed_spec.name) if warm_start is not None else None
+        coef0 = prev.lookup(vocab)[0] if isinstance(prev, FixedEffectModel) else None
+        fixed = DistributedFixed(fixed_spec.name, loss, home, vocab, l2=fixed_spec.l2, l1=fixed_spec.l1,
+                                 solver=fixed_spec.solver, intercept=fixed_spec.intercept, rtol=rtol, coef0=coef0)
+        log.info("coordinate %s: %d features (%.2fs)", fixed_spec.name, len(vocab), time.perf_counter() - t0)
+    total = home.map(lambda b: b["base"]) if fixed is None else \
+        home.zip(fixed.scores()).map(lambda pair: pair[0]["base"] + pair[1])
+    total = _pin(total)
+    states: dict = {}
+    penalties: dict[str, float] = {}
+    for cspec in random_specs:
+        t0 = time.perf_counter()
+        prev = warm_start.coordinates.get(cspec.name) if warm_start is not None else None
+        prev = prev if isinstance(prev, RandomEffectModel) else None
+        state = _pin(random_effects.build_layout(tables, spec, cspec, loss, rtol, parts, prev,
+                                                 cspec.name in inc_coords, forgetting))
+        penalties[cspec.name] = float(state.map(lambda s: s["penalty"]).sum())
+        states[cspec.name] = state
+        if prev is not None:
+            total = _replace(total, _add_home(total, route_home(state.map(lambda s: (s["row_ids"], s["scores"])),
+                                                                keys)))
+        log.info("coordinate %s: layout built (%.2fs)", cspec.name, time.perf_counter() - t0)
+    tables.unpersist()
+
+    def objective() -> float:
+        data_loss = home.zip(total).map(lambda p: loss.total(p[0]["y"], p[1], p[0]["w"])).sum()
+        return float(data_loss) + (fixed.penalty() if fixed is not None else 0.0) + sum(penalties.values())
+
+    order = [c.name for c in spec.coordinates if c.name not in lock]
+    value = objective()
+    log.info("start objective %.10g", value)
+    history = []
+    converged = False
+    sweep = 0
+    for sweep in range(1, spec.max_iterations + 1):
+        before = value
+        for name in order:
+            t0 = time.perf_counter()
+            if fixed is not None and name == fixed.name:
+                bc = sc.broadcast(fixed.coef)
+                offsets = _pin(home.zip(total).map(lambda p, bc=bc: p[1] - p[0]["X"] @ bc.value))
+                fixed.fit(offsets)
+                bc_new = sc.broadcast(fixed.coef)
+                total = _replace(total, home.zip(offsets).map(lambda p, bc=bc_new: p[1] + p[0]["X"] @ bc.value))
+                offsets.unpersist()
+                inner = fixed.last_iterations
+            else:
+                routed = route_to_layout(keys, total, name, parts)
+                state = _pin(states[name].zip(routed).map(random_effects.update))
+                stats = state.map(lambda s: (s["penalty"], s["iterations"])).collect()
+                states[name].unpersist()
+                states[name] = state
+                penalties[name] = float(sum(s[0] for s in stats))
+                inner = max((s[1] for s in stats), default=0)
+                delta = route_home(state.map(lambda s: (s["row_ids"], s["delta"])), keys)
+                total = _replace(total, _add_home(total, delta))
+            value = objective()
+            elapsed = time.perf_counter() - t0
+            history.append({"sweep": sweep, "coordinate": name, "objective": value, "seconds": elapsed,
+                            "inner_iterations": inner})
+            log.info("sweep %d coordinate %s: objective %.12g (%.3fs, %d inner iterations)", sweep, name, value,
+                     elapsed, inner)
+        change = abs(before - value) / max(abs(value), 1e-300)
+        if len(order) <= 1 or change <= spec.tolerance:
+            converged = True
+            break
+    if order and not converged:
+        log.warning("PBCD stopped after %d sweeps without reaching tolerance %g", sweep, spec.tolerance)
+
+    # -- the model ----------------------------------------------------------------------------------------------
+    out: dict = {}
+    for cspec in spec.coordinates:
+        name = cspec.name
+        if name in lock:
+            out[name] = warm_start.coordinates[name]
+        elif fixed is not None and name == fixed.name:
+            bc = sc.broadcast(fixed.coef)
+            offsets = home.zip(total).map(lambda p, bc=bc: p[1] - p[0]["X"] @ bc.value)
+            out[name] = FixedEffectModel(cspec, list(vocab), fixed.coef.copy(), fixed.variances(offsets))
+        else:
+            routed = route_to_layout(keys, total, name, parts)
+            pieces = states[name].zip(routed).map(lambda p: random_effects.finalize(p, forgetting)).collect()
+            out[name] = random_effects.collect_model(cspec, pieces)
+    for rdd in [home, keys, total, *states.values()]:
+        rdd.unpersist()
+    meta = dict(metadata or {})
+    meta.update({
+        "fit": {"objective": value, "sweeps": sweep, "converged": converged, "seconds": time.perf_counter() - started,
+                "rows": int(n_rows), "locked": lock, "incremental": incremental, "history": history,
+                "engine": "spark", "partitions": parts},
+        "parent": meta.get("parent", warm_start.metadata.get("version") if warm_start is not None else None),
+    })
+    log.info("spark fit done: objective %.12g after %d sweeps in %.2fs", value, sweep, time.perf_counter() - started)
+    return GLMixModel(spec, out, meta)
+
+
+def _add_home(total, delta):
+    return total.zip(delta).map(lambda p: p[0] + p[1])
+
+
+def _replace(old, new):
+    """Pin ``new``, materialise it, then drop ``old`` (which ``new`` was computed from)."""
+    new = _pin(new)
+    new.count()
+    old.unpersist()
+    return new
