@@ -19,7 +19,8 @@ from .solvers import FIXED_SOLVERS, batch_hessian, batch_inverse_diagonal_dual, 
 log = logging.getLogger(__name__)
 
 MAX_DENSE_VARIANCE = 3000
-NEWTON_STEPS_PER_SWEEP = 1  # exact posterior variances need a dense Hessian inverse; skipped above this
+NEWTON_STEPS_PER_SWEEP = 1
+NEWTON_STEPS_FIXED_PER_SWEEP = 3  # exact posterior variances need a dense Hessian inverse; skipped above this
 
 
 class FixedCoordinate:
@@ -38,12 +39,13 @@ class FixedCoordinate:
         _, g0 = loss.loss_gradient(np.zeros(X.shape[1]), self.X, y, weight, np.zeros(X.shape[0]), self.l2)
         self.gtol = max(rtol, 1e-12) * (1.0 + float(np.linalg.norm(g0)))
         self.last_iterations = 0
+        self.max_iter = 1000 if solver == "lbfgs" or l1 > 0 else NEWTON_STEPS_FIXED_PER_SWEEP
 
     def fit(self, offset: np.ndarray) -> np.ndarray:
+        # Newton-type solvers take a few steps per sweep (PBCD repeats the sweep anyway, so an exact block
+        # solve early on is wasted work); the final sweeps start at the block optimum and stop at gtol.
         result = self.solver(self.loss, self.X, self.y, self.weight, offset, self.coef, self.l2, self.l1,
-                             self.gtol, 1000)
-        if not result.converged and result.n_iter >= 1000:
-            log.warning("coordinate %s: solver did not converge in %d iterations", self.name, result.n_iter)
+                             self.gtol, self.max_iter)
         self.coef, self.last_iterations = result.coef, result.n_iter
         return self.coef
 

@@ -169,7 +169,7 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
                 history.append({"sweep": sweep, "coordinate": "(acceleration)", "objective": value,
                                 "seconds": time.perf_counter() - t0})
         change = abs(before - value) / max(abs(value), 1e-300)
-        if len(coords) <= 1 or change <= spec.tolerance:
+        if change <= spec.tolerance:
             converged = True
             break
     if coords and not converged:
