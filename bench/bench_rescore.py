@@ -5,10 +5,14 @@ jobs per member and a random GLMix model in the contract's format (fixed effect 
 per-member coefficients for 90% of members on 30 job features, per-job coefficients on 20 member
 features), then times :func:`pipeline.scoring.rescore` (top 100, at most 10 per company).
 
-Default: 1,000 members × 4,000 jobs. ``--full``: 20,000 members × 20,000 jobs (20M candidate pairs).
+Default: 1,000 members × 4,000 jobs. ``--full``: the issue's marketplace (100,000 members × 20,000 jobs),
+re-scoring 20,000 of its members (20M candidate pairs; members/s does not depend on how many are scored).
+``--features-from HOME`` reuses a data folder whose features for 2026-01-01 are built (e.g. the one
+``bench_features.py --full --home`` leaves), instead of generating and building them here.
 Prints members/s, pairs/s and peak memory and writes them to ``bench/out/rescore.json``.
 
-    .venv/bin/python bench/bench_rescore.py [--full] [--members N] [--jobs N] [--candidates K]
+    .venv/bin/python bench/bench_rescore.py [--full] [--members N] [--jobs N] [--score-members N]
+        [--candidates K] [--features-from HOME]
 """
 
 from __future__ import annotations
@@ -91,11 +95,14 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--candidates", type=int, default=1000)
+    parser.add_argument("--score-members", type=int, default=None, help="members re-scored (default all; --full 20k)")
+    parser.add_argument("--features-from", default=None, help="reuse this data folder's features for " + DS)
     parser.add_argument("--master", default="local[2]", help="Spark master for the feature build")
     parser.add_argument("--home", default=None, help="data folder (default: a temporary one, removed after)")
     args = parser.parse_args()
-    members = args.members or (20_000 if args.full else 1_000)
+    members = args.members or (100_000 if args.full else 1_000)
     jobs = args.jobs or (20_000 if args.full else 4_000)
+    score_members = args.score_members or (20_000 if args.full else None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline.features").setLevel(logging.ERROR)
 
@@ -111,12 +118,21 @@ def main() -> int:
     rng = np.random.default_rng(11)
     try:
         t0 = time.perf_counter()
-        generate_marketplace(home, members=members, jobs=jobs, days=1, start=DS, seed=7,
-                             impressions_per_day=members)
-        build_features(DS, settings)
-        from pipeline.spark import get_spark
+        if args.features_from:
+            source = Settings.from_env(home=args.features_from).layout
+            for kind in ("vocab", "job_profiles", "member_profiles"):
+                write_partition(settings.layout.features(kind, DS), read_partition(source.features(kind, DS)))
+        else:
+            generate_marketplace(home, members=members, jobs=jobs, days=1, start=DS, seed=7,
+                                 impressions_per_day=members)
+            build_features(DS, settings)
+            from pipeline.spark import get_spark
 
-        get_spark(settings).stop()  # re-scoring runs without Spark; give its memory back
+            get_spark(settings).stop()  # re-scoring runs without Spark; give its memory back
+        if score_members:  # re-score a sample: keep only those members' profiles
+            path = settings.layout.features("member_profiles", DS)
+            profiles = read_partition(path)
+            write_partition(path, profiles.slice(0, min(score_members, profiles.num_rows)))
         setup = time.perf_counter() - t0
         member_ids = np.sort(read_partition(settings.layout.features("member_profiles", DS), columns=["member_id"])
                              ["member_id"].to_numpy())

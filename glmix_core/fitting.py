@@ -187,6 +187,13 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
             out[name] = FixedEffectModel(cspec, coord.features, coord.coef.copy(), variance)
             continue
         d = coord.design
+        if name not in inc_coords:
+            # numeric fast path: the design's pairs are already sorted by (entity, feature) code
+            used, pair_entity = np.unique(d.pair_entity, return_inverse=True)
+            out[name] = RandomEffectModel(cspec, extras[name]["entity_ids"].take(pa.array(used)),
+                                          list(extras[name]["features"]), pair_entity.astype(np.int64),
+                                          d.pair_col.astype(np.int64), coord.values.copy(), variance)
+            continue
         ent = extras[name]["entity_ids"].take(pa.array(d.pair_entity))
         feat = pa.array(extras[name]["features"], pa.string()).take(pa.array(d.pair_col))
         values, variances = coord.values, variance

@@ -131,13 +131,17 @@ def resolve_parent(ds: str, settings: Settings) -> dict:
     previous_dir = settings.layout.model_daily(shift_ds(ds, -1))
     if previous_dir.exists():
         previous = read_lineage(previous_dir)
+        # A model the gate stopped never becomes a parent: continue the chain from the model it replaced.
+        while _gate_failed(previous_dir) and previous["parent"] and previous["parent"]["kind"] == "daily":
+            previous_dir = settings.layout.model_daily(previous["parent"]["version"].removeprefix("daily-"))
+            previous = read_lineage(previous_dir)
         newer_full = (
             current is not None and current["version"] != previous.get("base_full") and current["ds"] < ds
         )
-        if not newer_full:
+        if not newer_full and not _gate_failed(previous_dir):
             return {
                 "kind": "daily",
-                "version": f"daily-{shift_ds(ds, -1)}",
+                "version": previous["version"],
                 "path": str(previous_dir),
                 "base_full": previous.get("base_full"),
             }
@@ -148,6 +152,15 @@ def resolve_parent(ds: str, settings: Settings) -> dict:
             "jobrec_full_retrain DAG)"
         )
     return {"kind": "full", "version": current["version"], "path": current["path"], "base_full": current["version"]}
+
+
+GATE_FILE = "gate.json"
+
+
+def _gate_failed(model_dir: Path) -> bool:
+    """True when the gate ran on this model and stopped it (``gate.json`` written by :func:`gate`)."""
+    path = Path(model_dir) / GATE_FILE
+    return path.exists() and not json.loads(path.read_text()).get("passed", False)
 
 
 def _fit(spec, train, *, validation=None, warm_start=None, lock=(), incremental=False, engine="local",
@@ -311,17 +324,22 @@ def gate(ds: str, settings: Settings, margin: float = 0.01, min_coverage: float 
         "parent": parent_version,
     }
     log.info("gate ds=%s: %s", ds, result)
+    failure = None
     if auc < parent_auc - margin:
-        raise GateFailedError(
+        failure = (
             f"gate ds={ds}: holdout AUC {auc:.4f} is {parent_auc - auc:.4f} below the previous model "
             f"{parent_version} ({parent_auc:.4f}), more than the margin {margin}; not publishing. "
             "Inspect the day's data and model, or rerun with a larger gate_margin if the drop is expected."
         )
-    if coverage < min_coverage:
-        raise GateFailedError(
+    elif coverage < min_coverage:
+        failure = (
             f"gate ds={ds}: only {coverage:.1%} of holdout rows have a per-member effect "
             f"(minimum {min_coverage:.0%}); not publishing. Check the day's training features."
         )
+    # The verdict stays with the model, so the next day never warm-starts from a stopped model.
+    (model_dir / GATE_FILE).write_text(json.dumps({**result, "passed": failure is None, "reason": failure}) + "\n")
+    if failure:
+        raise GateFailedError(failure)
     return result
 
 

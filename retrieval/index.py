@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: Merge everything into one segment once an update leaves more segments than this.
 MAX_SEGMENTS = 8
-_WRITER_MB = 256
+_WRITER_MB = 1024  # Whoosh's in-memory posting pool; smaller spills sorted runs to disk
 
 
 @dataclass(frozen=True)

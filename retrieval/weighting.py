@@ -29,8 +29,10 @@ class CosineScorer(BaseScorer):
     def score(self, matcher) -> float:
         return self.field_weight * decode_term_weight(matcher.value())
 
-    def max_quality(self) -> float:  # only used when block quality is supported
-        raise NotImplementedError
+    def max_quality(self) -> float:
+        # Whoosh's union matchers ask for an upper bound once the top-k heap is full, to drop sub-matchers
+        # that cannot reach the current minimum score. An infinite bound keeps every term: exact, not fast.
+        return float("inf")
 
 
 class CosineWeighting(WeightingModel):

@@ -138,3 +138,14 @@ def test_active_data_bounds_drop_small_entities_and_sample_reproducibly():
     unbounded = fit(GLMixSpec.from_dict(full_spec_dict("logistic", tolerance=1e-10, max_iterations=200)), table)
     sampled, full = first.coordinates["per_job"].value, unbounded.coordinates["per_job"].value
     assert sampled.size != full.size or not np.allclose(sampled, full)
+
+
+def test_fit_history_logs_a_non_increasing_objective_per_coordinate_and_sweep():
+    table = _small("poisson")
+    model = fit(GLMixSpec.from_dict(full_spec_dict("poisson", tolerance=1e-9)), table)
+    history = model.metadata["fit"]["history"]
+    assert {h["coordinate"] for h in history} >= {"global", "per_member", "per_job"}
+    assert all(h["seconds"] >= 0 for h in history)
+    objectives = np.array([h["objective"] for h in history])
+    assert np.all(np.diff(objectives) <= 1e-9 * np.abs(objectives[1:]))
+    assert model.metadata["fit"]["converged"]

@@ -241,3 +241,13 @@ def test_global_part_of_the_true_model_is_recoverable_from_the_raw_tables(medium
     # The random effects act as unobserved noise (attenuating the fit a little): signs and rough sizes hold.
     assert np.all(np.sign(model.coef_[0]) == np.sign(true)), model.coef_
     assert np.all(np.abs(model.coef_[0] - true) < 0.3 * np.abs(true) + 0.05), model.coef_
+
+
+def test_a_day_without_impressions_is_written_empty_with_undefined_auc_and_validates(tmp_path):
+    summary = generate_marketplace(tmp_path, members=5, jobs=3, days=1, start=START, seed=0, impressions_per_day=0)
+    assert summary["days"][0]["impressions"] == 0 and summary["days"][0]["oracle_auc"] is None
+    json.loads((tmp_path / "truth" / "summary.json").read_text(),  # strict JSON: no NaN
+               parse_constant=lambda constant: pytest.fail(f"summary.json holds {constant}"))
+    assert _day(tmp_path, "impressions", START).schema.equals(RAW_SCHEMAS["impressions"])
+    report = validate_day(START, Settings.from_env(home=tmp_path))
+    assert report["tables"]["impressions"]["rows"] == 0 and report["ok"]

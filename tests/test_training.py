@@ -167,6 +167,8 @@ def test_gate_passes_a_good_model_and_stops_a_worse_one(trained_home) -> None:
     pq.write_table(table.set_column(table.schema.get_field_index("value"), "value", pc.negate(table.column("value"))), path)
     with pytest.raises(training.GateFailedError, match="below the previous model full-2024-03-01"):
         training.gate(DAYS[1], settings, margin=0.05)
+    # The next day does not build on the stopped model: it continues from the model the gate kept.
+    assert training.train_daily(DAYS[2], settings)["parent"] == "full-2024-03-01"
 
 
 def test_gate_stops_a_model_without_member_effects(trained_home) -> None:

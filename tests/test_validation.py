@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -136,7 +137,7 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(home_settings):
         # Nothing silently dropped: every raw row is either clean or quarantined.
         assert read_clean(table, DAY2, s).num_rows + quarantine.num_rows == _raw(s, table).num_rows
     impressions_q = _quarantine(s, "impressions")
-    duplicate = impressions_q.filter(pa.compute.equal(impressions_q.column("reason"), "duplicate_impression_id"))
+    duplicate = impressions_q.filter(pc.equal(impressions_q.column("reason"), "duplicate_impression_id"))
     assert duplicate.column("impression_id").to_pylist() == [impression["impression_id"]]
     clean_ids = read_clean("impressions", DAY2, s).column("impression_id").to_pylist()
     assert clean_ids.count(impression["impression_id"]) == 1  # the first copy is kept

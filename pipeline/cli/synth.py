@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     for day in summary["days"]:
         print(
             f"  {day['ds']:<10}  {day['active_jobs']:>11}  {day['impressions']:>11}  {day['applies']:>8}  "
-            f"{day['apply_rate']:>6.4f}  {day['oracle_auc']:>10.4f}  {day['frozen_auc']:>15.4f}"
+            f"{day['apply_rate']:>6.4f}  {_auc(day['oracle_auc']):>10}  {_auc(day['frozen_auc']):>15}"
         )
     return 0
+
+
+def _auc(value: float | None) -> str:
+    """AUC with 4 decimals, ``n/a`` for a day where it is undefined (no applies, or only applies)."""
+    return "n/a" if value is None else f"{value:.4f}"

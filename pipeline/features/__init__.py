@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import Settings
 from pipeline.features.vocab import FIELDS
@@ -88,7 +89,9 @@ def write_spark_partition(df, target: Path, *, shards: int, key: str, order: lis
 def build_features(ds: str, settings: Settings, shards: int | None = None) -> dict:
     """Build the day's vocab, profiles and training examples from the raw (validated) tables.
 
-    Returns counts for the run report: members, jobs, terms (new and total), impressions, positives.
+    ``shards``: training files per day (rows hashed by member_id; default the Spark shuffle partitions).
+    Returns counts for the run report: ds, members, jobs, terms, new_terms, training_rows, positives,
+    seconds. Raises ``FileNotFoundError`` naming what to run when an input partition is missing.
     """
     from pyspark.sql import functions as F
 
@@ -121,7 +124,7 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
     new_terms = int(np.sum(np.asarray(vocab_table["first_ds"].to_pylist()) == ds))
     log.info("features %s: vocab %d terms (%d new) over %d docs", ds, vocab_table.num_rows, new_terms, n_docs)
 
-    seen = vocab_table.filter(pa.compute.greater(vocab_table["df"], 0))
+    seen = vocab_table.filter(pc.greater(vocab_table["df"], 0))
     idf_table = pa.table(
         {"field": seen["field"], "term": seen["term"], "idf": idf(seen["df"].to_numpy(), n_docs)}
     )

@@ -60,6 +60,10 @@ CHANNELS = ("jymbii-web", "jymbii-mobile", "jymbii-email")
 _ENTITIES, _TRUTH, _DRIFT, _DAY = 1, 2, 3, 4
 
 
+def _fmt(auc: float | None) -> str:
+    return "n/a" if auc is None else f"{auc:.4f}"
+
+
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
 
@@ -138,9 +142,9 @@ def generate_marketplace(
             truth.drift(_rng(seed, _DRIFT, day))
         summary = _generate_day(ds, layout, _rng(seed, _DAY, day), world, truth, day_one_effects)
         day_summaries.append(summary)
-        log.info("synth %s: %d active jobs, %d impressions, %d applies (rate %.4f), oracle AUC %.4f, "
-                 "day-one-model AUC %.4f", ds, summary["active_jobs"], summary["impressions"],
-                 summary["applies"], summary["apply_rate"], summary["oracle_auc"], summary["frozen_auc"])
+        log.info("synth %s: %d active jobs, %d impressions, %d applies (rate %.4f), oracle AUC %s, "
+                 "day-one-model AUC %s", ds, summary["active_jobs"], summary["impressions"],
+                 summary["applies"], summary["apply_rate"], _fmt(summary["oracle_auc"]), _fmt(summary["frozen_auc"]))
 
     result = {
         "parameters": {
@@ -197,11 +201,11 @@ def _generate_day(ds: str, layout: Layout, rng: np.random.Generator, world: _Wor
     member_cols = one_hot_columns(members, world.catalog, m)
     job_cols = one_hot_columns(jobs, world.catalog, j)
     random_part = truth.random_score(member_cols, job_cols, m, j)
-    if truth.intercept is None:
+    if truth.intercept is None and len(fixed):  # calibrated once, on the first day with impressions
         truth.calibrate_intercept(fixed + random_part)
-    p_apply = sigmoid(truth.intercept + fixed + random_part)
+    p_apply = sigmoid((truth.intercept or 0.0) + fixed + random_part)
     applied = rng.random(len(p_apply)) < p_apply
-    p_frozen = sigmoid(truth.intercept + fixed + truth.random_score(member_cols, job_cols, m, j, *day_one_effects))
+    p_frozen = sigmoid((truth.intercept or 0.0) + fixed + truth.random_score(member_cols, job_cols, m, j, *day_one_effects))
 
     # Timestamps: session start + ~20 s per position, clipped into the day; applies minutes later, same day.
     last_us = day_start + US_PER_DAY - 1
@@ -249,6 +253,11 @@ def _generate_day(ds: str, layout: Layout, rng: np.random.Generator, world: _Wor
         "applies": int(applied.sum()),
         "apply_rate": float(applied.mean()) if n else 0.0,
         "mean_p_apply": float(p_apply.mean()) if n else 0.0,
-        "oracle_auc": roc_auc(p_apply, applied),
-        "frozen_auc": roc_auc(p_frozen, applied),
+        "oracle_auc": _finite_or_none(roc_auc(p_apply, applied)),
+        "frozen_auc": _finite_or_none(roc_auc(p_frozen, applied)),
     }
+
+
+def _finite_or_none(value: float) -> float | None:
+    """AUC is undefined (NaN) for a day without applies or without non-applies; JSON gets null instead."""
+    return value if np.isfinite(value) else None

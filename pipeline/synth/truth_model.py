@@ -48,10 +48,10 @@ class TruthParameters:
     position: float = -0.05
     base_rate: float = 0.04
     member_sd: dict[str, float] = field(
-        default_factory=lambda: {"intercept": 0.3, "function": 0.36, "industry": 0.18, "seniority": 0.24, "region": 0.18}
+        default_factory=lambda: {"intercept": 0.3, "function": 0.3, "industry": 0.15, "seniority": 0.2, "region": 0.15}
     )
     job_sd: dict[str, float] = field(
-        default_factory=lambda: {"intercept": 0.42, "function": 0.3, "industry": 0.18, "seniority": 0.24, "region": 0.18}
+        default_factory=lambda: {"intercept": 0.5, "function": 0.35, "industry": 0.2, "seniority": 0.3, "region": 0.2}
     )
     entity_scale_sigma: float = 0.4
     daily_autocorrelation: float = 0.985
