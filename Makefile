@@ -41,5 +41,7 @@ bench: install check-java
 ui: install check-java
 	$(BIN)/jobrec demo --ui
 
+## Stop the embedded Redis of $JOBREC_HOME (if running) and delete the data folder.
 clean:
+	-[ -x $(BIN)/python ] && $(BIN)/python -c "import os, pathlib; from serving_store.connection import stop_embedded; stop_embedded(pathlib.Path(os.environ['JOBREC_HOME']) / 'redis', save=False)"
 	rm -rf $(JOBREC_HOME) bench/out .pytest_cache

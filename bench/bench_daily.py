@@ -135,4 +135,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leftover non-daemon threads of the in-process Airflow/Spark stack can keep the interpreter from
+    # exiting after the run; the figures are written, so leave now.
+    os._exit(code)

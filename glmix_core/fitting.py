@@ -189,7 +189,8 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
         d = coord.design
         if name not in inc_coords:
             # numeric fast path: the design's pairs are already sorted by (entity, feature) code
-            used, pair_entity = np.unique(d.pair_entity, return_inverse=True)
+            first = np.r_[True, d.pair_entity[1:] != d.pair_entity[:-1]] if d.n_pairs else np.zeros(0, bool)
+            used, pair_entity = d.pair_entity[first], np.cumsum(first) - 1
             out[name] = RandomEffectModel(cspec, extras[name]["entity_ids"].take(pa.array(used)),
                                           list(extras[name]["features"]), pair_entity.astype(np.int64),
                                           d.pair_col.astype(np.int64), coord.values.copy(), variance)

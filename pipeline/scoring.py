@@ -200,15 +200,17 @@ def select_top(
     job_rows: np.ndarray,
     scores: np.ndarray,
     company: np.ndarray,
-    job_ids: np.ndarray,
     top_n: int,
     max_per_company: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Company cap then top N per member: (member_rows, job_rows, scores, 1-based ranks), sorted by rank.
 
-    ``company`` holds a dense company code per job row. Ties in score break on job_id.
+    ``company`` holds a dense company code per job row. Equal scores keep the input order, so feeding
+    pairs in (member, job_id) order (as :func:`rescore` does) breaks ties on job_id. Two stable sorts
+    (score, then member) instead of one multi-key lexsort: several times faster on large blocks.
     """
-    order = np.lexsort((job_ids[job_rows], -scores, member_rows))
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.argsort(member_rows[order], kind="stable")]
     member_rows, job_rows, scores = member_rows[order], job_rows[order], scores[order]
     if max_per_company is not None and len(order):
         # Stable sort on (member, company) keeps score order inside each group: rank = offset in group.
@@ -355,8 +357,9 @@ def rescore(
         keep = ~np.isin(fm * len(job_ids) + fj, applied_keys)
         m_rows, j_rows = np.concatenate([m_rows, fm[keep]]), np.concatenate([j_rows, fj[keep]])
 
-    order = np.argsort(m_rows, kind="stable")
-    m_rows, j_rows = m_rows[order], j_rows[order]
+    # Distinct pairs in (member, job_id) order: job rows follow job_id, so score ties break on job_id.
+    pair_keys = np.unique(m_rows.astype(np.int64) * len(job_ids) + j_rows)
+    m_rows, j_rows = pair_keys // len(job_ids), pair_keys % len(job_ids)
     target = layout.recommendations(ds)
     written = 0
     member_starts = np.flatnonzero(np.r_[True, m_rows[1:] != m_rows[:-1]]) if len(m_rows) else np.zeros(0, int)
@@ -370,7 +373,7 @@ def rescore(
                 stop = int(member_starts[cut]) if cut < len(member_starts) else len(m_rows)
                 bm, bj = m_rows[start:stop], j_rows[start:stop]
                 scores = score_pairs(model, space, members, member_matrix, bm, jobs, job_matrix, bj)
-                rm, rj, rs, rank = select_top(bm, bj, scores, company, job_ids, top_n, max_per_company)
+                rm, rj, rs, rank = select_top(bm, bj, scores, company, top_n, max_per_company)
                 writer.write_table(
                     pa.table(
                         {

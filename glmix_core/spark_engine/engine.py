@@ -25,6 +25,7 @@ from ..losses import get_loss
 from ..model import FixedEffectModel, GLMixModel, RandomEffectModel
 from ..spec import GLMixSpec
 from . import random as random_effects
+from .accelerate import MEMORY, quadratic_terms, subspace_newton
 from .blocks import arrow_partitions, entity_partitions, input_dataframe
 from .fixed import DistributedFixed
 from .scores import route_home, route_to_layout
@@ -190,17 +191,24 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
     log.info("start objective %.10g", value)
     history = []
     converged = False
+    accelerate = len(order) > 1 and (fixed is None or fixed.l1 == 0)
+    fixed_past: list[np.ndarray] = []
+    past_scores: list = []
     sweep = 0
     for sweep in range(1, spec.max_iterations + 1):
         before = value
+        start_total = total
+        fixed_start = fixed.coef.copy() if fixed is not None else None
         for name in order:
             t0 = time.perf_counter()
+            previous = total
             if fixed is not None and name == fixed.name:
                 bc = sc.broadcast(fixed.coef)
                 offsets = _pin(home.zip(total).map(lambda p, bc=bc: p[1] - p[0]["X"] @ bc.value))
                 fixed.fit(offsets)
                 bc_new = sc.broadcast(fixed.coef)
-                total = _replace(total, home.zip(offsets).map(lambda p, bc=bc_new: p[1] + p[0]["X"] @ bc.value))
+                total = _pin(home.zip(offsets).map(lambda p, bc=bc_new: p[1] + p[0]["X"] @ bc.value))
+                value = objective()
                 offsets.unpersist()
                 inner = fixed.last_iterations
             else:
@@ -212,19 +220,36 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
                 penalties[name] = float(sum(s[0] for s in stats))
                 inner = max((s[1] for s in stats), default=0)
                 delta = route_home(state.map(lambda s: (s["row_ids"], s["delta"])), keys)
-                total = _replace(total, _add_home(total, delta))
-            value = objective()
+                total = _pin(_add_home(total, delta))
+                value = objective()
+            if previous is not start_total:
+                previous.unpersist()
             elapsed = time.perf_counter() - t0
             history.append({"sweep": sweep, "coordinate": name, "objective": value, "seconds": elapsed,
                             "inner_iterations": inner})
             log.info("sweep %d coordinate %s: objective %.12g (%.3fs, %d inner iterations)", sweep, name, value,
                      elapsed, inner)
+        if accelerate:
+            t0 = time.perf_counter()
+            moved = _accelerate(loss, home, start_total, total, past_scores, fixed, fixed_start, fixed_past,
+                                states, penalties)
+            if moved is not None:
+                c, total, past_scores, fixed_past = moved
+                value = objective()
+                log.info("sweep %d subspace step %s: objective %.12g (%.3fs)", sweep,
+                         np.array2string(c, precision=3), value, time.perf_counter() - t0)
+                history.append({"sweep": sweep, "coordinate": "(acceleration)", "objective": value,
+                                "seconds": time.perf_counter() - t0})
+        if start_total is not total:
+            start_total.unpersist()
         change = abs(before - value) / max(abs(value), 1e-300)
         if len(order) <= 1 or change <= spec.tolerance:
             converged = True
             break
     if order and not converged:
         log.warning("PBCD stopped after %d sweeps without reaching tolerance %g", sweep, spec.tolerance)
+    for rdd in past_scores:
+        rdd.unpersist()
 
     # -- the model ----------------------------------------------------------------------------------------------
     out: dict = {}
@@ -251,6 +276,66 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
     })
     log.info("spark fit done: objective %.12g after %d sweeps in %.2fs", value, sweep, time.perf_counter() - started)
     return GLMixModel(spec, out, meta)
+
+
+def _accelerate(loss, home, start_total, total, past_scores, fixed, fixed_start, fixed_past, states, penalties):
+    """The subspace step over this sweep's and the last ``MEMORY`` steps (``accelerate.py``).
+
+    Returns ``(c, new total, new past score steps, new past fixed steps)``, or None when the sweep did not
+    move; random-effect states are replaced in ``states`` and their penalties in ``penalties``.
+    """
+    columns = [total, *past_scores]
+
+    def stack(parts):
+        base, t = parts[0], parts[1]
+        return np.column_stack([t - base, *parts[2:]]) if t.size else np.zeros((0, len(parts) - 1))
+
+    zipped = start_total
+    for rdd in columns:
+        zipped = zipped.zip(rdd)
+    flat = zipped.map(_flatten)
+    rows = _pin(home.zip(start_total).zip(flat.map(stack)).map(lambda p: (p[0][0]["y"], p[0][0]["w"], p[0][1], p[1])))
+    if not rows.map(lambda r: bool(np.any(r[3][:, 0])) if r[0].size else False).reduce(lambda a, b: a or b):
+        rows.unpersist()
+        return None
+    m = 1 + len(past_scores)
+    A, b = np.zeros((m, m)), np.zeros(m)
+    if fixed is not None:
+        fa, fb = quadratic_terms([fixed.coef - fixed_start, *fixed_past], fixed_start, 0.0, fixed.l2)
+        A, b = A + fa, b + fb
+    for state in states.values():
+        terms = state.map(random_effects.subspace_terms).filter(lambda t: t is not None).collect()
+        for ta, tb in terms:
+            A, b = A + ta, b + tb
+    c = subspace_newton(loss, rows, A, b)
+    if fixed is not None:
+        dirs = [fixed.coef - fixed_start, *fixed_past]
+        fixed.coef = fixed_start + sum(ci * d for ci, d in zip(c, dirs, strict=True))
+        fixed_past = [fixed.coef - fixed_start, *fixed_past][:MEMORY]
+    for name, state in list(states.items()):
+        new_state = _pin(state.map(lambda s, c=c: random_effects.apply_subspace(s, c)))
+        penalties[name] = float(new_state.map(lambda s: s["penalty"]).sum())
+        state.unpersist()
+        states[name] = new_state
+    step = _pin(rows.map(lambda r, c=c: r[3] @ c))
+    new_total = _pin(rows.map(lambda r, c=c: r[2] + r[3] @ c))
+    step.count()
+    new_total.count()
+    for rdd in past_scores[MEMORY - 1:]:
+        rdd.unpersist()
+    rows.unpersist()
+    total.unpersist()
+    return c, new_total, [step, *past_scores][:MEMORY], fixed_past
+
+
+def _flatten(nested):
+    """((((a, b), c), d) → [a, b, c, d] for zipped RDD elements."""
+    out = []
+    while isinstance(nested, tuple):
+        nested, last = nested
+        out.append(last)
+    out.append(nested)
+    return out[::-1]
 
 
 def _add_home(total, delta):

@@ -21,6 +21,7 @@ from ..fitting import active_rows, pc_index
 from ..losses import Loss
 from ..model import RandomEffectModel
 from ..spec import CoordinateSpec, GLMixSpec
+from .accelerate import MEMORY, quadratic_terms
 from .blocks import entity_partitions, split_by
 from .scores import align
 
@@ -89,7 +90,8 @@ def build_layout(tables, spec: GLMixSpec, cspec: CoordinateSpec, loss: Loss, rto
         for chunk in design.chunks:  # cache the compact nonzeros, not the padded dense arrays
             chunk.dense = None
         state.update(row_ids=table.column("_row_id").to_numpy(), coord=_coordinate_state(coord),
-                     entity_ids=entity_ids, features=feats, scores=coord.score(), penalty=coord.penalty())
+                     entity_ids=entity_ids, features=feats, scores=coord.score(), penalty=coord.penalty(),
+                     start_values=coord.values.copy(), past_steps=[])
         return state
 
     return routed.zip(subs).map(build)
@@ -119,12 +121,40 @@ def update(state_and_total):
         state["delta"] = np.zeros(0)
         return state
     coord = _coordinate(coord)
+    # this coordinate's values at the start of the sweep (its own update is the only one that moves them)
+    state["start_values"] = coord.values.copy()
     offset = align(state["row_ids"], ids, total) - state["scores"]
     coord.fit(offset)
     new_scores = coord.score()
     state.update(coord=_coordinate_state(coord), delta=new_scores - state["scores"], scores=new_scores,
                  penalty=coord.penalty(), iterations=coord.last_iterations)
     return state
+
+
+def _directions(state) -> list[np.ndarray]:
+    return [state["coord"]["values"] - state["start_values"], *state["past_steps"]]
+
+
+def subspace_terms(state) -> tuple[np.ndarray, np.ndarray] | None:
+    """The partition's (A, b) of the acceleration step (None for an empty partition)."""
+    kept = state["coord"]
+    if kept is None:
+        return None
+    return quadratic_terms(_directions(state), state["start_values"], kept["prior_mean"], kept["prior_prec"])
+
+
+def apply_subspace(state, c: np.ndarray):
+    """Move the partition's coefficients to start + D c and rescore its rows."""
+    kept = state["coord"]
+    if kept is None:
+        return state
+    dirs = _directions(state)
+    values = state["start_values"] + sum(ci * d for ci, d in zip(c, dirs, strict=True))
+    kept = dict(kept, values=values)
+    diff = values - kept["prior_mean"]
+    return dict(state, coord=kept, scores=kept["design"].score(values),
+                penalty=0.5 * float(np.sum(kept["prior_prec"] * diff * diff)), start_values=values.copy(),
+                past_steps=[values - state["start_values"], *state["past_steps"]][:MEMORY])
 
 
 def finalize(state_and_total, forgetting: float) -> pa.Table | None:

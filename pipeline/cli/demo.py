@@ -98,7 +98,17 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  recommendations {layout.recommendations(days[-1])}")
     print(f"  Airflow logs    {airflow_home / 'logs'}")
     print("  the UI          jobrec demo --ui   (then trigger runs or backfills of these days by hand)")
+    _stop_spark()
     return 0
+
+
+def _stop_spark() -> None:
+    """Stop the Spark session the in-process tasks started, so the command exits promptly."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
 
 
 def _failed(dag_id: str, ds: str, result: dict, airflow_home) -> int:

@@ -1,0 +1,143 @@
+"""Accuracy on the synthetic marketplace: the paper's model comparison next to the oracle AUC.
+
+Generates a marketplace, validates it and builds features for every day with the pipeline's own code
+(`pipeline.synth`, `pipeline.validation`, `pipeline.features`), trains on all days but the last and reports
+the last day's AUC of:
+
+- LR-Cosine: a logistic regression on the per-field cosine similarities only (the first stage's model);
+- LR-Full: a logistic regression on every global feature;
+- GLMix-Member: global + per-member random effect (on job features);
+- GLMix-Job: global + per-job random effect (on member features);
+- GLMix-Full: global + both random effects;
+
+next to the oracle AUC (the true apply probabilities of the generating model on the test day).
+
+    .venv/bin/python bench/bench_accuracy.py            # small: 4k members x 1k jobs x 6 days
+    .venv/bin/python bench/bench_accuracy.py --full     # 100k members x 20k jobs x 8 days
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from glmix_core import GLMixSpec, fit, metrics
+from pipeline.config import Settings
+from pipeline.storage import read_partition, shift_ds
+
+OUT = Path(__file__).resolve().parent / "out" / "accuracy.json"
+
+
+def cosine_bag(global_bag: pa.ChunkedArray) -> pa.Array:
+    """The `global` bag restricted to its `cos:*` entries (the LR-Cosine model's features)."""
+    bag = global_bag.combine_chunks()
+    items = pc.list_flatten(bag)
+    keep = pc.starts_with(items.field("name"), "cos:")
+    parents = pc.list_parent_indices(bag).to_numpy()
+    counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(bag))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), items.filter(keep))
+
+
+def model_specs(l2_fixed: float, l2_member: float, l2_job: float) -> dict[str, GLMixSpec]:
+    fixed = {"name": "global", "type": "fixed", "feature_bags": ["global"], "intercept": True, "l2": l2_fixed}
+    member = {"name": "per_member", "type": "random", "entity": "member_id", "feature_bags": ["job_features"],
+              "intercept": True, "l2": l2_member}
+    job = {"name": "per_job", "type": "random", "entity": "job_id", "feature_bags": ["member_features"],
+           "intercept": True, "l2": l2_job}
+    cosine = dict(fixed, feature_bags=["cosine"])
+    base = {"task": "logistic", "response": "label", "max_iterations": 10, "tolerance": 1e-6}
+    return {
+        "LR-Cosine": GLMixSpec.from_dict(dict(base, coordinates=[cosine])),
+        "LR-Full": GLMixSpec.from_dict(dict(base, coordinates=[fixed])),
+        "GLMix-Member": GLMixSpec.from_dict(dict(base, coordinates=[fixed, member])),
+        "GLMix-Job": GLMixSpec.from_dict(dict(base, coordinates=[fixed, job])),
+        "GLMix-Full": GLMixSpec.from_dict(dict(base, coordinates=[fixed, member, job])),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="100k members x 20k jobs x 8 days")
+    parser.add_argument("--members", type=int)
+    parser.add_argument("--jobs", type=int)
+    parser.add_argument("--days", type=int)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start", default="2026-03-01")
+    parser.add_argument("--home", type=Path, help="data folder (default: a temporary one)")
+    parser.add_argument("--l2", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("FIXED", "MEMBER", "JOB"))
+    args = parser.parse_args(argv)
+    members = args.members or (100_000 if args.full else 4_000)
+    jobs = args.jobs or (20_000 if args.full else 1_000)
+    days = args.days or (8 if args.full else 6)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from pipeline.features import build_features
+    from pipeline.synth import generate_marketplace
+    from pipeline.validation import validate_day
+
+    home = args.home or Path(tempfile.mkdtemp(prefix="jobrec_accuracy_"))
+    settings = Settings.from_env(home=home)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    summary = generate_marketplace(home, members=members, jobs=jobs, days=days, start=args.start, seed=args.seed)
+    timings["synth"] = time.perf_counter() - t0
+    dss = [shift_ds(args.start, d) for d in range(days)]
+    t0 = time.perf_counter()
+    for ds in dss:
+        validate_day(ds, settings)
+        build_features(ds, settings)
+    timings["features"] = time.perf_counter() - t0
+
+    train = pa.concat_tables([read_partition(settings.layout.features("training", ds)) for ds in dss[:-1]])
+    test = read_partition(settings.layout.features("training", dss[-1]))
+    train = train.append_column("cosine", cosine_bag(train.column("global")))
+    test = test.append_column("cosine", cosine_bag(test.column("global")))
+    truth = read_partition(settings.layout.truth(dss[-1]))
+    order = pc.index_in(test.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
+    p_true = truth.column("p_apply").to_numpy()[order]
+    y_test = test.column("label").to_numpy()
+    oracle = metrics.auc(y_test, p_true)
+
+    results: dict[str, dict] = {}
+    for name, spec in model_specs(*args.l2).items():
+        t0 = time.perf_counter()
+        model = fit(spec, train)
+        seconds = time.perf_counter() - t0
+        score = model.score(test)
+        results[name] = {"test_auc": metrics.auc(y_test, score), "fit_seconds": round(seconds, 2)}
+        logging.info("%s: test AUC %.4f (fit %.1f s)", name, results[name]["test_auc"], seconds)
+
+    report = {
+        "members": members, "jobs": jobs, "days": days, "seed": args.seed, "l2": list(args.l2),
+        "train_rows": train.num_rows, "test_rows": test.num_rows,
+        "test_positives": int(y_test.sum()), "oracle_auc": oracle,
+        "oracle_auc_by_day": [d["oracle_auc"] for d in summary["days"]],
+        "models": results, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    print(f"\nAccuracy on the synthetic marketplace: {members} members x {jobs} jobs, "
+          f"train days 1-{days - 1} ({train.num_rows} rows), test day {days} ({test.num_rows} rows)")
+    print(f"{'model':<14}{'test AUC':>10}{'gap to oracle':>15}{'fit s':>8}")
+    for name, r in results.items():
+        print(f"{name:<14}{r['test_auc']:>10.4f}{oracle - r['test_auc']:>15.4f}{r['fit_seconds']:>8.1f}")
+    print(f"{'oracle':<14}{oracle:>10.4f}")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2))
+    print(f"written {OUT}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
