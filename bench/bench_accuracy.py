@@ -37,11 +37,14 @@ from pipeline.storage import read_partition, shift_ds
 OUT = Path(__file__).resolve().parent / "out" / "accuracy.json"
 
 
-def cosine_bag(global_bag: pa.ChunkedArray) -> pa.Array:
-    """The `global` bag restricted to its `cos:*` entries (the LR-Cosine model's features)."""
-    bag = global_bag.combine_chunks()
+def filter_bag(bag: pa.ChunkedArray, prefixes: tuple[str, ...]) -> pa.Array:
+    """A feature bag restricted to the entries whose name starts with one of ``prefixes``."""
+    bag = bag.combine_chunks()
     items = pc.list_flatten(bag)
-    keep = pc.starts_with(items.field("name"), "cos:")
+    names = items.field("name")
+    keep = pc.starts_with(names, prefixes[0])
+    for prefix in prefixes[1:]:
+        keep = pc.or_(keep, pc.starts_with(names, prefix))
     parents = pc.list_parent_indices(bag).to_numpy()
     counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(bag))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
@@ -75,6 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--start", default="2026-03-01")
     parser.add_argument("--home", type=Path, help="data folder (default: a temporary one)")
     parser.add_argument("--l2", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("FIXED", "MEMBER", "JOB"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --home: reuse a marketplace and features built by an earlier run")
+    parser.add_argument("--random-fields", nargs="*", default=None, metavar="FIELD",
+                        help="restrict the random effects' feature bags to these profile fields "
+                             "(e.g. industry function seniority region); default: all fields")
     args = parser.parse_args(argv)
     members = args.members or (100_000 if args.full else 4_000)
     jobs = args.jobs or (20_000 if args.full else 1_000)
@@ -90,20 +98,34 @@ def main(argv: list[str] | None = None) -> dict:
     home = args.home or Path(tempfile.mkdtemp(prefix="jobrec_accuracy_"))
     settings = Settings.from_env(home=home)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    summary = generate_marketplace(home, members=members, jobs=jobs, days=days, start=args.start, seed=args.seed)
-    timings["synth"] = time.perf_counter() - t0
     dss = [shift_ds(args.start, d) for d in range(days)]
-    t0 = time.perf_counter()
-    for ds in dss:
-        validate_day(ds, settings)
-        build_features(ds, settings)
-    timings["features"] = time.perf_counter() - t0
+    built = all(settings.layout.features("training", ds).is_dir() for ds in dss)
+    if args.reuse and built:
+        summary = json.loads((home / "truth" / "summary.json").read_text())
+        logging.info("reusing the marketplace and features under %s", home)
+    else:
+        t0 = time.perf_counter()
+        summary = generate_marketplace(home, members=members, jobs=jobs, days=days, start=args.start,
+                                       seed=args.seed)
+        timings["synth"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for ds in dss:
+            validate_day(ds, settings)
+            build_features(ds, settings)
+        timings["features"] = time.perf_counter() - t0
 
     train = pa.concat_tables([read_partition(settings.layout.features("training", ds)) for ds in dss[:-1]])
     test = read_partition(settings.layout.features("training", dss[-1]))
-    train = train.append_column("cosine", cosine_bag(train.column("global")))
-    test = test.append_column("cosine", cosine_bag(test.column("global")))
+    def with_bags(table: pa.Table) -> pa.Table:
+        table = table.append_column("cosine", filter_bag(table.column("global"), ("cos:",)))
+        if args.random_fields:
+            prefixes = tuple(f"{f}=" for f in args.random_fields)
+            for bag in ("job_features", "member_features"):
+                table = table.set_column(table.schema.get_field_index(bag), bag,
+                                         filter_bag(table.column(bag), prefixes))
+        return table
+
+    train, test = with_bags(train), with_bags(test)
     truth = read_partition(settings.layout.truth(dss[-1]))
     order = pc.index_in(test.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
     p_true = truth.column("p_apply").to_numpy()[order]
@@ -121,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "members": members, "jobs": jobs, "days": days, "seed": args.seed, "l2": list(args.l2),
+        "random_fields": args.random_fields,
         "train_rows": train.num_rows, "test_rows": test.num_rows,
         "test_positives": int(y_test.sum()), "oracle_auc": oracle,
         "oracle_auc_by_day": [d["oracle_auc"] for d in summary["days"]],

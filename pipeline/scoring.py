@@ -121,7 +121,7 @@ def _entity_matrix(part: pa.Table, entity_ids: np.ndarray, vocab: Vocab) -> tupl
     cols = _profile_feature_columns(features, vocab)
     keep = found & (cols >= 0)
     matrix = sp.csr_matrix((values[keep], (pos[keep], cols[keep])), shape=(n, max(vocab.size, 1)))
-    return matrix, intercepts, int(np.unique(pos[found]).size)
+    return matrix, intercepts, int(np.count_nonzero(np.bincount(pos[found], minlength=n)))
 
 
 def load_scoring_model(model_dir: Path, space: GlobalSpace, member_ids: np.ndarray, job_ids: np.ndarray) -> ScoringModel:
@@ -260,6 +260,22 @@ def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(sorted_ids[pos_clipped] == ids, pos_clipped, -1).astype(np.int64)
 
 
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (``np.unique`` without its slow hash path on large int arrays)."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
+
+
+def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_values`` (binary search)."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[pos] == values
+
+
 def _with_members(profiles: pa.Table, extra_ids: np.ndarray) -> pa.Table:
     """``profiles`` plus empty-profile rows for ``extra_ids``, sorted by member_id."""
     profiles = profiles.select(["member_id", *FIELDS])
@@ -320,7 +336,8 @@ def rescore(
 
     member_profiles = read_partition(layout.features("member_profiles", ds))
     known = member_profiles["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
-    extra = np.setdiff1d(np.unique(cand_members), known)
+    distinct_candidates = _sorted_distinct(cand_members)
+    extra = distinct_candidates[~_contains(np.sort(known), distinct_candidates)]
     member_table = _with_members(member_profiles, extra)
     member_ids = member_table["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -337,13 +354,14 @@ def rescore(
     usable[usable] &= active[j_rows[usable]]
     applied_m, applied_j = _applied_pairs(ds, settings, applied_lookback_days)
     am, aj = _lookup(member_ids, applied_m), _lookup(job_ids, applied_j)
-    applied_keys = np.unique(am[(am >= 0) & (aj >= 0)] * len(job_ids) + aj[(am >= 0) & (aj >= 0)])
-    pair_keys = m_rows * len(job_ids) + j_rows
-    usable &= ~np.isin(pair_keys, applied_keys)
+    applied_keys = _sorted_distinct(am[(am >= 0) & (aj >= 0)] * len(job_ids) + aj[(am >= 0) & (aj >= 0)])
+    usable &= ~_contains(applied_keys, m_rows * len(job_ids) + j_rows)
     m_rows, j_rows = m_rows[usable], j_rows[usable]
 
     # Members with nothing usable get the fallback pool: active jobs by their member-independent score.
-    without = np.setdiff1d(np.arange(len(member_ids)), m_rows)
+    has_candidates = np.zeros(len(member_ids), dtype=bool)
+    has_candidates[m_rows] = True
+    without = np.flatnonzero(~has_candidates)
     if len(without):
         prior = model.fixed_intercept + model.job_intercept.copy()
         for f in CATEGORICAL_FIELDS:
@@ -354,11 +372,11 @@ def rescore(
         pool = pool[np.lexsort((job_ids[pool], -prior[pool]))][:fallback_pool]
         fm = np.repeat(without, len(pool))
         fj = np.tile(pool, len(without))
-        keep = ~np.isin(fm * len(job_ids) + fj, applied_keys)
+        keep = ~_contains(applied_keys, fm * len(job_ids) + fj)
         m_rows, j_rows = np.concatenate([m_rows, fm[keep]]), np.concatenate([j_rows, fj[keep]])
 
     # Distinct pairs in (member, job_id) order: job rows follow job_id, so score ties break on job_id.
-    pair_keys = np.unique(m_rows.astype(np.int64) * len(job_ids) + j_rows)
+    pair_keys = _sorted_distinct(m_rows.astype(np.int64) * len(job_ids) + j_rows)
     m_rows, j_rows = pair_keys // len(job_ids), pair_keys % len(job_ids)
     target = layout.recommendations(ds)
     written = 0

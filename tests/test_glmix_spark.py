@@ -15,7 +15,7 @@ from glmix_core.simulate import full_spec_dict, make_truth, simulate
 from glmix_core.spark_engine import fit_spark
 
 SORT = [("coordinate", "ascending"), ("entity", "ascending"), ("feature", "ascending")]
-SPEC = GLMixSpec.from_dict(full_spec_dict("logistic", l2_fixed=0.5, l2_member=2.0, l2_job=1.5, tolerance=1e-10,
+SPEC = GLMixSpec.from_dict(full_spec_dict("logistic", l2_fixed=0.5, l2_member=2.0, l2_job=1.5, tolerance=1e-12,
                                           max_iterations=400))
 TRUTH = make_truth(120, 30, n_global=3, seed=5)
 
@@ -55,6 +55,8 @@ def day0_models(spark, day0):
     return fit(SPEC, table), fit_spark(SPEC, path, spark=spark, num_partitions=3)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a Spark job per optimizer pass: minutes on a busy 2-core machine
 def test_spark_engine_model_equals_local_engine_with_two_random_effects(day0_models):
     local, distributed = day0_models
     assert distributed.metadata["fit"]["engine"] == "spark"
@@ -62,26 +64,33 @@ def test_spark_engine_model_equals_local_engine_with_two_random_effects(day0_mod
     _assert_same_model(distributed, local)
 
 
-def test_spark_engine_daily_update_with_locked_fixed_effect_and_incremental_prior_equals_local(spark, day0_models):
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a Spark job per optimizer pass: minutes on a busy 2-core machine
+def test_spark_engine_daily_update_with_locked_fixed_effect_and_incremental_prior_equals_local(spark, day0_models,
+                                                                                               tmp_path):
     previous, _ = day0_models
     # day 1 sees only some members: the others must keep yesterday's coefficients (incremental carry-over)
     today = _day(1, rows=1200)
     today = today.filter(pa.compute.less(today.column("member_id"), 1090))
     options = {"warm_start": previous, "lock": ["global"], "incremental": {"forgetting": 0.8}}
     local = fit(SPEC, today, **options)
-    distributed = fit_spark(SPEC, spark.createDataFrame(today.to_pandas()), spark=spark, num_partitions=2, **options)
+    pq.write_table(today, tmp_path / "day1.parquet")
+    frame = spark.read.parquet(str(tmp_path / "day1.parquet"))  # a DataFrame input this time
+    distributed = fit_spark(SPEC, frame, spark=spark, num_partitions=2, **options)
     assert distributed.coordinates["global"] is previous.coordinates["global"]
     _assert_same_model(distributed, local)
     member_entities = set(distributed.coordinates["per_member"].entity_ids.to_pylist())
     assert member_entities == set(previous.coordinates["per_member"].entity_ids.to_pylist())
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a Spark job per optimizer pass: minutes on a busy 2-core machine
 def test_spark_engine_names_a_missing_feature_bag(spark, day0):
-    table, _ = day0
+    _, path = day0
     bad = GLMixSpec.from_dict({**SPEC.to_dict(), "coordinates": [
         {"name": "global", "type": "fixed", "feature_bags": ["no_such_bag"]}]})
     with pytest.raises(DataError, match="no_such_bag"):
-        fit_spark(bad, spark.createDataFrame(table.slice(0, 50).to_pandas()), spark=spark)
+        fit_spark(bad, path, spark=spark)
 
 
 def test_glmix_core_and_its_spark_engine_import_without_pyspark():

@@ -21,7 +21,25 @@ if TYPE_CHECKING:
     from ..model import GLMixModel
     from ..spec import GLMixSpec
 
-__all__ = ["fit_spark"]
+__all__ = ["fit_spark", "spark_session"]
+
+
+def spark_session(master: str | None = "local[*]", app_name: str = "glmix"):
+    """A SparkSession for the ``glmix`` CLI (``--master``); ``None`` leaves the master to ``spark-submit``.
+
+    Workers run this interpreter unless ``PYSPARK_PYTHON`` says otherwise (they need numpy, scipy, pyarrow
+    and glmix_core). The pipeline uses ``pipeline.spark.get_spark(settings)`` instead.
+    """
+    import os
+    import sys
+
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+    if master:
+        builder = builder.master(master)
+    return builder.getOrCreate()
 
 
 def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | None = None,

@@ -22,7 +22,8 @@ def quadratic_terms(directions: list[np.ndarray], start: np.ndarray, mean, prec)
 
 
 def subspace_newton(loss, rows, A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """Minimise loss(start_total + S c) + ½ c'Ac + b'c from c = e₁ with a monotone line search.
+    """Minimise loss(start_total + S c) + ½ c'Ac + b'c from c = e₁ with a monotone line search
+    (None when the sweep moved nothing).
 
     ``rows``: RDD of ``(y, w, start_total, S)`` per home partition. Mirrors the local accelerator's loop.
     """
@@ -49,6 +50,8 @@ def subspace_newton(loss, rows, A: np.ndarray, b: np.ndarray) -> np.ndarray | No
     c = np.zeros(m)
     c[0] = 1.0
     fc, g, H = passed(c)
+    if H[0, 0] - A[0, 0] <= 0 and A[0, 0] <= 0:
+        return None  # the sweep moved nothing
     for _ in range(20):
         try:
             delta = -np.linalg.solve(H + 1e-12 * np.trace(H) / m * np.eye(m), g)

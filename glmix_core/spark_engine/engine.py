@@ -145,10 +145,11 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
                 "dest": dest}
 
     home = _pin(tables.map(home_block))
-    errors = home.map(lambda b: b.get("error")).filter(lambda e: e is not None).take(1)
+    checked = home.map(lambda b: (b.get("error"), b["row_ids"].size if "row_ids" in b else 0)).collect()
+    errors = [e for e, _ in checked if e is not None]
     if errors:
         raise DataError(errors[0])
-    n_rows = home.map(lambda b: b["row_ids"].size).sum()
+    n_rows = sum(n for _, n in checked)
     if n_rows == 0:
         raise DataError("the training data has no rows")
     keys = _pin(home.map(lambda b: {"row_ids": b["row_ids"], "dest": b["dest"]}))
@@ -199,49 +200,49 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
         before = value
         start_total = total
         fixed_start = fixed.coef.copy() if fixed is not None else None
+        dropped: list = []  # RDDs replaced in this sweep, unpersisted once the sweep's results are materialised
         for name in order:
             t0 = time.perf_counter()
-            previous = total
             if fixed is not None and name == fixed.name:
                 bc = sc.broadcast(fixed.coef)
                 offsets = _pin(home.zip(total).map(lambda p, bc=bc: p[1] - p[0]["X"] @ bc.value))
                 fixed.fit(offsets)
                 bc_new = sc.broadcast(fixed.coef)
+                dropped += [total, offsets]
                 total = _pin(home.zip(offsets).map(lambda p, bc=bc_new: p[1] + p[0]["X"] @ bc.value))
-                value = objective()
-                offsets.unpersist()
                 inner = fixed.last_iterations
             else:
                 routed = route_to_layout(keys, total, name, parts)
                 state = _pin(states[name].zip(routed).map(random_effects.update))
                 stats = state.map(lambda s: (s["penalty"], s["iterations"])).collect()
-                states[name].unpersist()
+                dropped.append(states[name])
                 states[name] = state
                 penalties[name] = float(sum(s[0] for s in stats))
                 inner = max((s[1] for s in stats), default=0)
                 delta = route_home(state.map(lambda s: (s["row_ids"], s["delta"])), keys)
+                dropped.append(total)
                 total = _pin(_add_home(total, delta))
-                value = objective()
-            if previous is not start_total:
-                previous.unpersist()
             elapsed = time.perf_counter() - t0
-            history.append({"sweep": sweep, "coordinate": name, "objective": value, "seconds": elapsed,
+            # the objective is evaluated once per sweep (each evaluation is a Spark job)
+            history.append({"sweep": sweep, "coordinate": name, "objective": None, "seconds": elapsed,
                             "inner_iterations": inner})
-            log.info("sweep %d coordinate %s: objective %.12g (%.3fs, %d inner iterations)", sweep, name, value,
-                     elapsed, inner)
+            log.info("sweep %d coordinate %s: %.3fs, %d inner iterations", sweep, name, elapsed, inner)
         if accelerate:
             t0 = time.perf_counter()
             moved = _accelerate(loss, home, start_total, total, past_scores, fixed, fixed_start, fixed_past,
-                                states, penalties)
+                                states, penalties, dropped)
             if moved is not None:
                 c, total, past_scores, fixed_past = moved
-                value = objective()
-                log.info("sweep %d subspace step %s: objective %.12g (%.3fs)", sweep,
-                         np.array2string(c, precision=3), value, time.perf_counter() - t0)
-                history.append({"sweep": sweep, "coordinate": "(acceleration)", "objective": value,
+                log.info("sweep %d subspace step %s (%.3fs)", sweep, np.array2string(c, precision=3),
+                         time.perf_counter() - t0)
+                history.append({"sweep": sweep, "coordinate": "(acceleration)", "objective": None,
                                 "seconds": time.perf_counter() - t0})
-        if start_total is not total:
-            start_total.unpersist()
+        value = objective()
+        history[-1]["objective"] = value
+        log.info("sweep %d: objective %.12g", sweep, value)
+        for rdd in dropped:
+            if rdd is not total and all(rdd is not p for p in past_scores):
+                rdd.unpersist()
         change = abs(before - value) / max(abs(value), 1e-300)
         if len(order) <= 1 or change <= spec.tolerance:
             converged = True
@@ -278,60 +279,64 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
     return GLMixModel(spec, out, meta)
 
 
-def _accelerate(loss, home, start_total, total, past_scores, fixed, fixed_start, fixed_past, states, penalties):
+def _accelerate(loss, home, start_total, total, past_scores, fixed, fixed_start, fixed_past, states, penalties,
+                dropped):
     """The subspace step over this sweep's and the last ``MEMORY`` steps (``accelerate.py``).
 
     Returns ``(c, new total, new past score steps, new past fixed steps)``, or None when the sweep did not
-    move; random-effect states are replaced in ``states`` and their penalties in ``penalties``.
+    move; random-effect states are replaced in ``states`` and their penalties in ``penalties``; replaced RDDs
+    are appended to ``dropped`` (unpersisted by the caller after the next action).
     """
-    columns = [total, *past_scores]
+    sc = home.context
 
     def stack(parts):
+        # parts: start total, end total, then the (score step, total) pairs of past acceleration steps
         base, t = parts[0], parts[1]
-        return np.column_stack([t - base, *parts[2:]]) if t.size else np.zeros((0, len(parts) - 1))
+        return np.column_stack([t - base, *(p[0] for p in parts[2:])]) if t.size else \
+            np.zeros((0, len(parts) - 1))
 
     zipped = start_total
-    for rdd in columns:
+    for rdd in [total, *past_scores]:
         zipped = zipped.zip(rdd)
-    flat = zipped.map(_flatten)
-    rows = _pin(home.zip(start_total).zip(flat.map(stack)).map(lambda p: (p[0][0]["y"], p[0][0]["w"], p[0][1], p[1])))
-    if not rows.map(lambda r: bool(np.any(r[3][:, 0])) if r[0].size else False).reduce(lambda a, b: a or b):
-        rows.unpersist()
-        return None
+    depth = 1 + len(past_scores)
+    rows = _pin(home.zip(start_total).zip(zipped.map(lambda z: _unzip(z, depth)).map(stack))
+                .map(lambda p: (p[0][0]["y"], p[0][0]["w"], p[0][1], p[1])))
+    dropped.append(rows)
     m = 1 + len(past_scores)
     A, b = np.zeros((m, m)), np.zeros(m)
     if fixed is not None:
         fa, fb = quadratic_terms([fixed.coef - fixed_start, *fixed_past], fixed_start, 0.0, fixed.l2)
         A, b = A + fa, b + fb
-    for state in states.values():
-        terms = state.map(random_effects.subspace_terms).filter(lambda t: t is not None).collect()
+    if states:
+        terms = sc.union([s.map(random_effects.subspace_terms) for s in states.values()]).filter(
+            lambda t: t is not None).collect()
         for ta, tb in terms:
             A, b = A + ta, b + tb
     c = subspace_newton(loss, rows, A, b)
+    if c is None:
+        return None
     if fixed is not None:
         dirs = [fixed.coef - fixed_start, *fixed_past]
         fixed.coef = fixed_start + sum(ci * d for ci, d in zip(c, dirs, strict=True))
         fixed_past = [fixed.coef - fixed_start, *fixed_past][:MEMORY]
-    for name, state in list(states.items()):
-        new_state = _pin(state.map(lambda s, c=c: random_effects.apply_subspace(s, c)))
-        penalties[name] = float(new_state.map(lambda s: s["penalty"]).sum())
-        state.unpersist()
-        states[name] = new_state
-    step = _pin(rows.map(lambda r, c=c: r[3] @ c))
-    new_total = _pin(rows.map(lambda r, c=c: r[2] + r[3] @ c))
-    step.count()
-    new_total.count()
-    for rdd in past_scores[MEMORY - 1:]:
-        rdd.unpersist()
-    rows.unpersist()
-    total.unpersist()
-    return c, new_total, [step, *past_scores][:MEMORY], fixed_past
+    names = list(states)
+    for name in names:
+        dropped.append(states[name])
+        states[name] = _pin(states[name].map(lambda s, c=c: random_effects.apply_subspace(s, c)))
+    if names:
+        sums = sc.union([states[n].map(lambda s, i=i: (i, s["penalty"])) for i, n in enumerate(names)]) \
+            .reduceByKey(lambda x, y: x + y).collectAsMap()
+        for i, name in enumerate(names):
+            penalties[name] = float(sums.get(i, 0.0))
+    after = _pin(rows.map(lambda r, c=c: (r[3] @ c, r[2] + r[3] @ c)))
+    dropped += [total, *past_scores[MEMORY - 1:]]
+    return c, after.map(lambda x: x[1]), [after, *past_scores][:MEMORY], fixed_past
 
 
-def _flatten(nested):
-    """((((a, b), c), d) → [a, b, c, d] for zipped RDD elements."""
+def _unzip(nested, depth: int) -> list:
+    """((a, b), c) → [a, b, c] for an element of ``depth`` nested ``zip``s."""
     out = []
-    while isinstance(nested, tuple):
+    for _ in range(depth):
         nested, last = nested
         out.append(last)
     out.append(nested)

@@ -25,6 +25,8 @@ from .accelerate import MEMORY, quadratic_terms
 from .blocks import entity_partitions, split_by
 from .scores import align
 
+NEWTON_STEPS_PER_UPDATE = 25
+
 
 def split_model(prev: RandomEffectModel, num_parts: int) -> list[RandomEffectModel | None]:
     """The warm-start model cut into the per-partition pieces holding the entities hashed to each partition."""
@@ -106,10 +108,17 @@ def _coordinate_state(coord: RandomCoordinate) -> dict:
 
 
 def _coordinate(kept: dict) -> RandomCoordinate:
-    """The local engine's coordinate object rebuilt around the kept design and coefficients."""
-    return RandomCoordinate(kept["name"], kept["loss"], kept["design"], kept["y"], kept["weight"], l2=kept["l2"],
-                            rtol=kept["rtol"], coef0=kept["values"], prior_mean=kept["prior_mean"],
-                            prior_prec=kept["prior_prec"])
+    """The local engine's coordinate object rebuilt around the kept design and coefficients.
+
+    Unlike the local engine (one Newton step per entity per sweep), a partition solves its entities to the
+    tolerance: extra steps cost CPU inside the same task, whereas extra sweeps cost Spark jobs.
+    """
+    coord = RandomCoordinate(kept["name"], kept["loss"], kept["design"], kept["y"], kept["weight"], l2=kept["l2"],
+                             rtol=kept["rtol"], coef0=kept["values"], prior_mean=kept["prior_mean"],
+                             prior_prec=kept["prior_prec"])
+    if hasattr(coord, "newton_steps"):
+        coord.newton_steps = NEWTON_STEPS_PER_UPDATE
+    return coord
 
 
 def update(state_and_total):

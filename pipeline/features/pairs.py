@@ -6,7 +6,7 @@ block of members' candidate pairs at a time), so training and serving features c
 Bags (``list<struct<name: string, value: double>>``):
 
 - ``global`` (x, fixed effect), in this order per row: ``cos:<field>`` for the six fields (always present,
-  in [0, 1]); ``ctx:position`` = ln(position) (0 at the top slot; scoring uses the canonical position 1, so
+  in [0, 1]); ``ctx:position`` = ln(max(position, 1)) (0 at the top slot; scoring uses the canonical position 1, so
   the context term vanishes there); ``x:region=match`` (1 when member and job regions are equal);
   ``m:<field>=<term>`` and ``j:<field>=<term>`` (1) for the categorical fields; and crosses
   ``x:<field>=<member term>|<field>=<job term>`` (1) for industry, function and seniority, restricted to the
@@ -144,6 +144,25 @@ def _flatten_profile(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa
     return rows, terms, np.asarray(weights, dtype=np.float64)
 
 
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, position of each value among them), by one stable sort.
+
+    Same result as ``np.unique(values, return_inverse=True)``, whose hash-based path in NumPy 2.3 is many
+    times slower on large int arrays.
+    """
+    values = np.asarray(values)
+    if len(values) < 2 or bool(np.all(values[1:] >= values[:-1])):  # already sorted: a block's member rows
+        order = np.arange(len(values))
+    else:
+        order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    inverse = np.empty(len(values), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
 @dataclass(frozen=True)
 class PairRows:
     """Row pairs (left[i], right[i]) with their distinct rows, computed once per block."""
@@ -157,8 +176,8 @@ class PairRows:
 
     @classmethod
     def of(cls, left: np.ndarray, right: np.ndarray) -> PairRows:
-        lu, ll = np.unique(left, return_inverse=True)
-        ru, rl = np.unique(right, return_inverse=True)
+        lu, ll = unique_inverse(left)
+        ru, rl = unique_inverse(right)
         return cls(left, right, lu, ll, ru, rl)
 
     @property
@@ -245,7 +264,8 @@ def pair_features(
     for fid, f in enumerate(FIELDS):
         cos = np.clip(field_cosine(members, jobs, pairs, f), 0.0, 1.0)
         parts.append((rows, np.full(n, fid, np.int64), cos))
-    parts.append((rows, np.full(n, len(FIELDS), np.int64), np.log(np.asarray(position, dtype=np.float64))))
+    log_position = np.log(np.maximum(np.asarray(position, dtype=np.float64), 1.0))
+    parts.append((rows, np.full(n, len(FIELDS), np.int64), log_position))
     m_codes = {f: members.codes[f][member_rows] for f in CATEGORICAL_FIELDS}
     j_codes = {f: jobs.codes[f][job_rows] for f in CATEGORICAL_FIELDS}
     same_region = (m_codes["region"] >= 0) & (m_codes["region"] == j_codes["region"])
