@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 
 from pipeline.config import Settings
 
@@ -47,6 +48,10 @@ def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # Python workers must run this interpreter (it has numpy/pyarrow), not whatever python3 is on PATH.
+        .config("spark.pyspark.python", os.environ.get("PYSPARK_PYTHON") or sys.executable)
+        .config("spark.pyspark.driver.python", sys.executable)
+        .config("spark.ui.enabled", os.environ.get("JOBREC_SPARK_UI", "true"))
     )
     # spark-submit sets spark.master itself; only set ours when not launched that way.
     if "SPARK_SUBMIT_OPTS" not in os.environ and not os.environ.get("PYSPARK_SUBMIT_ARGS"):

@@ -25,6 +25,8 @@ def spark():
     """One local Spark session for the whole test run (starting a JVM costs seconds)."""
     from pipeline.spark import get_spark
 
+    os.environ.setdefault("JOBREC_SPARK_UI", "false")  # no web UI port per test run
+
     session = get_spark(
         Settings.from_env(spark_master="local[2]", spark_shuffle_partitions=4, spark_driver_memory="2g"),
         app_name="jobrec-tests",

@@ -249,8 +249,6 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
             break
     if order and not converged:
         log.warning("PBCD stopped after %d sweeps without reaching tolerance %g", sweep, spec.tolerance)
-    for rdd in past_scores:
-        rdd.unpersist()
 
     # -- the model ----------------------------------------------------------------------------------------------
     out: dict = {}
@@ -266,7 +264,7 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
             routed = route_to_layout(keys, total, name, parts)
             pieces = states[name].zip(routed).map(lambda p: random_effects.finalize(p, forgetting)).collect()
             out[name] = random_effects.collect_model(cspec, pieces)
-    for rdd in [home, keys, total, *states.values()]:
+    for rdd in [home, keys, total, *past_scores, *states.values()]:  # total may be a view of past_scores[0]
         rdd.unpersist()
     meta = dict(metadata or {})
     meta.update({
