@@ -8,8 +8,9 @@ Same spec, same objective, same stopping rule, same warm-start / lock / incremen
 - one entity layout per random coordinate: its rows, design and coefficients (``random.py``);
 - between coordinate updates only per-row scores move (``scores.py``), joined by row id.
 
-The local engine's subspace acceleration step is not run here (it needs every coordinate's parameter
-vector in one place); PBCD reaches the same optimum, in more sweeps.
+After each sweep the local engine's subspace acceleration step runs distributed (``accelerate.py``). The
+objective is evaluated once per sweep (each evaluation is a Spark job), so per-coordinate history entries
+carry ``objective: None``.
 """
 
 from __future__ import annotations
