@@ -6,13 +6,21 @@ block of members' candidate pairs at a time), so training and serving features c
 Bags (``list<struct<name: string, value: double>>``):
 
 - ``global`` (x, fixed effect), in this order per row: ``cos:<field>`` for the six fields (always present,
-  in [0, 1]); ``ctx:position`` = ln(max(position, 1)) (0 at the top slot; scoring uses the canonical position 1, so
+  in [0, 1]); ``ctx:position`` = position − 1 (0 at the top slot; scoring uses the canonical position 1, so
   the context term vanishes there); ``x:region=match`` (1 when member and job regions are equal);
   ``m:<field>=<term>`` and ``j:<field>=<term>`` (1) for the categorical fields; and crosses
   ``x:<field>=<member term>|<field>=<job term>`` (1) for industry, function and seniority, restricted to the
   field's most frequent terms by the day's document frequency (:data:`CROSS_TOP_TERMS`).
-- ``job_features`` (z for the per-member coordinate): the job's profile, ``<field>=<term>`` → weight.
+- ``job_features`` (z for the per-member coordinate): the job's profile restricted to
+  :data:`RANDOM_EFFECT_FIELDS`, ``<field>=<term>`` → weight.
 - ``member_features`` (z for the per-job coordinate): the member's profile likewise.
+
+Why the random effects see only the categorical fields: a member sees a handful of jobs a day, each with
+dozens of title and skill terms, so per-member coefficients on every term are both unidentifiable and slow
+(the per-entity designs get wider than they are long). On the synthetic marketplace, restricting the
+per-entity features (paper §3.2.3) gives the same test AUC with ~20× faster fits (bench/bench_accuracy.py).
+Title and skill similarity still reach the model through the global ``cos:*`` features. Re-scoring multiplies
+full profiles by the coefficients, so features without coefficients simply contribute nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS, Vocab
+
+# Profile fields the random effects' bags carry (see the module docstring for why).
+RANDOM_EFFECT_FIELDS: tuple[str, ...] = CATEGORICAL_FIELDS
 
 # Crosses use the k most frequent terms of these fields (member term × job term, same field).
 CROSS_TOP_TERMS: dict[str, int] = {"industry": 10, "function": 20, "seniority": 10}
@@ -264,8 +275,9 @@ def pair_features(
     for fid, f in enumerate(FIELDS):
         cos = np.clip(field_cosine(members, jobs, pairs, f), 0.0, 1.0)
         parts.append((rows, np.full(n, fid, np.int64), cos))
-    log_position = np.log(np.maximum(np.asarray(position, dtype=np.float64), 1.0))
-    parts.append((rows, np.full(n, len(FIELDS), np.int64), log_position))
+    # Linear in the slot (0 at the top): position bias is monotone and roughly linear over the first slots.
+    slot = np.maximum(np.asarray(position, dtype=np.float64), 1.0) - 1.0
+    parts.append((rows, np.full(n, len(FIELDS), np.int64), slot))
     m_codes = {f: members.codes[f][member_rows] for f in CATEGORICAL_FIELDS}
     j_codes = {f: jobs.codes[f][job_rows] for f in CATEGORICAL_FIELDS}
     same_region = (m_codes["region"] >= 0) & (m_codes["region"] == j_codes["region"])
@@ -284,10 +296,11 @@ def pair_features(
     return GlobalFeatures(n, parts)
 
 
-def profile_bag(table: pa.Table, prefix: str = "") -> pa.Array:
-    """The profile columns ``<prefix><field>`` of ``table`` as one bag ``<field>=<term>`` → weight per row."""
+def profile_bag(table: pa.Table, prefix: str = "", fields: tuple[str, ...] = FIELDS) -> pa.Array:
+    """The profile columns ``<prefix><field>`` of ``table`` (for ``fields``, in that order) as one bag
+    ``<field>=<term>`` → weight per row."""
     rows_parts, name_parts, value_parts = [], [], []
-    for f in FIELDS:
+    for f in fields:
         rows, terms, weights = _flatten_profile(table[prefix + f])
         rows_parts.append(rows)
         name_parts.append(pc.binary_join_element_wise(pa.scalar(f), terms, "="))
@@ -318,7 +331,7 @@ def feature_bags(batch: pa.Table, space: GlobalSpace, member_prefix: str = "m_",
     return pa.table(
         {
             "global": features.to_bag(space),
-            "job_features": profile_bag(batch, job_prefix),
-            "member_features": profile_bag(batch, member_prefix),
+            "job_features": profile_bag(batch, job_prefix, RANDOM_EFFECT_FIELDS),
+            "member_features": profile_bag(batch, member_prefix, RANDOM_EFFECT_FIELDS),
         }
     )
