@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--incremental", action="store_true",
                    help="update random effects on the new data only, with --warm-start as the prior")
     f.add_argument("--forgetting", type=float, default=1.0, help="forgetting factor in (0, 1] for --incremental")
+    f.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: one process (default); spark: the distributed engine (same spec, same answer)")
+    f.add_argument("--master", default=None,
+                   help="Spark master with --engine spark (default: $JOBREC_SPARK_MASTER or local[*]; "
+                        "ignored under spark-submit, which sets it)")
+    f.add_argument("--partitions", type=int, default=None, help="Spark partitions with --engine spark")
     s = sub.add_parser("score", help="score rows; writes a 'score' column in input row order")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True)
@@ -49,13 +55,28 @@ def _fit(args) -> int:
     from .spec import GLMixSpec
 
     spec = GLMixSpec.from_yaml(args.spec)
-    data = load_table(args.data)
     validation = load_table(args.validation) if args.validation else None
     warm = load_model(args.warm_start) if args.warm_start else None
     incremental = {"forgetting": args.forgetting} if args.incremental else None
-    meta = {"training_data": str(Path(args.data).resolve()), "rows": data.num_rows}
-    model = fit(spec, data, validation=validation, warm_start=warm, lock=args.lock, incremental=incremental,
-                metadata=meta)
+    meta = {"training_data": str(Path(args.data).resolve())}
+    if args.engine == "spark":
+        import os
+
+        from .spark_engine import fit_spark, spark_session
+
+        master = args.master or os.environ.get("JOBREC_SPARK_MASTER") or "local[*]"
+        model = fit_spark(spec, str(Path(args.data).resolve()), spark=spark_session(master), warm_start=warm,
+                          lock=args.lock, incremental=incremental, num_partitions=args.partitions,
+                          metadata=meta)
+        if validation is not None:
+            from . import evaluate
+
+            model.metadata.setdefault("metrics", {})["validation"] = evaluate(model, validation)
+    else:
+        data = load_table(args.data)
+        meta["rows"] = data.num_rows
+        model = fit(spec, data, validation=validation, warm_start=warm, lock=args.lock, incremental=incremental,
+                    metadata=meta)
     model.save(args.out)
     summary = {"out": args.out, "objective": model.metadata["fit"]["objective"],
                "sweeps": model.metadata["fit"]["sweeps"], "converged": model.metadata["fit"]["converged"]}

@@ -163,26 +163,42 @@ def _gate_failed(model_dir: Path) -> bool:
     return path.exists() and not json.loads(path.read_text()).get("passed", False)
 
 
-def _fit(spec, train, *, validation=None, warm_start=None, lock=(), incremental=False, engine="local",
-         metadata=None):
-    """One call into ``glmix_core.fit`` (``incremental``: the parent's posterior is the prior, γ = 1)."""
-    import inspect
+def _fit(spec, train, *, settings: Settings, validation=None, warm_start=None, lock=(), incremental=False,
+         engine="local", metadata=None):
+    """One call into glmix_core (``incremental``: the parent's posterior is the prior, γ = 1).
 
+    ``engine="spark"`` runs glmix_core's distributed engine on the Spark of ``settings`` (same spec, same
+    optimum); the training rows reach it as a Parquet file under ``$JOBREC_HOME/tmp`` (shared storage on a
+    cluster).
+    """
     from glmix_core.fitting import fit
 
-    kwargs: dict[str, Any] = {"validation": validation, "warm_start": warm_start, "lock": list(lock)}
+    kwargs: dict[str, Any] = {"warm_start": warm_start, "lock": list(lock)}
     if incremental:
         kwargs["incremental"] = {"forgetting": 1.0}
     if metadata:
         kwargs["metadata"] = metadata
-    if engine not in ("local", "spark"):
+    if engine == "local":
+        return fit(spec, train, validation=validation, **kwargs)
+    if engine != "spark":
         raise ValueError(f"engine must be 'local' or 'spark'; got engine={engine!r}")
-    if engine != "local":
-        if "engine" in inspect.signature(fit).parameters:
-            kwargs["engine"] = engine
-        else:  # a missing backend warns and falls back instead of failing the day
-            log.warning("glmix_core has no %r training engine in this install; training locally", engine)
-    return fit(spec, train, **kwargs)
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from glmix_core.evaluation import evaluate
+    from glmix_core.spark_engine import fit_spark
+    from pipeline.spark import get_spark
+
+    scratch = settings.home / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="train-") as tmp:
+        path = Path(tmp) / "train.parquet"
+        pq.write_table(train, path)
+        model = fit_spark(spec, str(path), spark=get_spark(settings), **kwargs)
+    if validation is not None:
+        model.metadata.setdefault("metrics", {})["validation"] = evaluate(model, validation)
+    return model
 
 
 def load_model(path: str | Path):
@@ -264,6 +280,7 @@ def train_daily(ds: str, settings: Settings, mode: str = "warm_start", engine: s
         lock=fixed_coordinates(spec),
         incremental=(mode == "incremental"),
         engine=engine,
+        settings=settings,
     )
     metrics = {"rows": train.num_rows, "holdout_rows": holdout.num_rows}
     if holdout.num_rows:
@@ -418,7 +435,7 @@ def train_full(
     results, best, previous = [], None, None
     for l2 in grid:
         # Consecutive grid points warm-start from the previous fit: same optimum, fewer iterations.
-        model = _fit(load_spec(l2), train, warm_start=previous, engine=engine)
+        model = _fit(load_spec(l2), train, warm_start=previous, engine=engine, settings=settings)
         previous = model
         auc = holdout_auc(model, holdout)
         results.append({"l2": l2, "holdout_auc": auc})
