@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -333,6 +334,13 @@ def region_codes(member_regions: np.ndarray, job_regions: np.ndarray) -> tuple[n
 _SHARED: dict = {}
 
 
+def _reset_worker_signals() -> None:
+    """Forked workers inherit the parent's signal handlers (Airflow's task runner installs its own for
+    SIGTERM), which would stop ``Pool.terminate`` from ending them: restore the defaults."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _block_task(start: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     s = _SHARED
     stop = min(start + s["block_size"], s["queries"].shape[0])
@@ -375,8 +383,13 @@ def retrieve(
     started = time.perf_counter()
     try:
         if processes > 1 and len(starts) > 1:
-            with multiprocessing.get_context("fork").Pool(processes) as pool:
+            pool = multiprocessing.get_context("fork").Pool(processes, initializer=_reset_worker_signals)
+            try:
                 yield from _batches(pool.imap(_block_task, starts), member_ids, jobs.job_ids, started)
+                pool.close()  # normal end: let workers exit on their own
+            finally:
+                pool.terminate()  # no-op after close+drain; kills workers on error or early exit
+                pool.join()
         else:
             yield from _batches(map(_block_task, starts), member_ids, jobs.job_ids, started)
     finally:
