@@ -34,6 +34,9 @@ def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
     """Return the active SparkSession or build one from ``settings`` (reused across calls in a process)."""
     from pyspark.sql import SparkSession
 
+    # py4j logs a full traceback at INFO each time it transparently replaces a pooled gateway connection
+    # that the JVM closed while idle (it then retries and succeeds): keep that out of task logs.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     check_java()
     settings = settings or Settings.from_env()
     active = SparkSession.getActiveSession()
