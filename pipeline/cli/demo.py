@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -161,5 +162,7 @@ def _ui(settings, args) -> int:
     print("SQLite serialises writers: fine for this size, one run at a time; use docker-compose (Postgres) "
           "for concurrent use.")
     sys.stdout.flush()
+    # `airflow standalone` starts its components as `airflow ...` subprocesses: find this venv's first.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     os.execvpe(sys.executable, [sys.executable, "-m", "airflow", "standalone"], os.environ)
     return 0  # not reached
