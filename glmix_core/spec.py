@@ -11,8 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASKS = ("logistic", "linear", "poisson")
+TASKS = ("logistic", "linear", "poisson", "smoothed_hinge")
 FIXED_SOLVERS = ("trust-ncg", "newton-cg", "lbfgs")
+# Photon-ML's NormalizationType, lower-cased: features are rescaled for fitting and the coefficients are
+# reported in the original feature scale
+NORMALIZATIONS = ("none", "standardization", "scale_with_standard_deviation", "scale_with_max_magnitude")
+# Photon-ML's VarianceComputationType: none; simple = 1 / diag(H); full = diag(H^-1)
+VARIANCES = ("none", "simple", "full")
 
 
 class SpecError(ValueError):
@@ -30,6 +35,11 @@ class CoordinateSpec:
     the entity's prior). ``l1`` (fixed effect only) adds an L1 penalty. ``min_samples``/``max_samples``
     are the active-data bounds of a random effect: entities with fewer rows get no coefficients, entities
     with more rows use a reproducible random subset of ``max_samples`` rows (seeded by ``seed``).
+
+    Photon-ML controls: ``normalization`` (one of ``NORMALIZATIONS``; the intercept is never scaled),
+    ``down_sampling_rate`` (fixed effect of a logistic model: keep every positive, keep each negative with
+    this probability and weight kept negatives by 1/rate), ``features_to_samples_ratio`` (random effect: keep
+    each entity's top ⌈ratio · n_samples⌉ features by absolute Pearson correlation with the response).
     """
 
     name: str
@@ -45,6 +55,9 @@ class CoordinateSpec:
     max_samples: int | None = None
     max_dense_features: int = 256
     seed: int = 0
+    normalization: str = "none"
+    down_sampling_rate: float = 1.0
+    features_to_samples_ratio: float | None = None
 
     def validate(self) -> None:
         where = f"coordinate {self.name!r}"
@@ -74,13 +87,32 @@ class CoordinateSpec:
             raise SpecError(f"{where}: max_samples must be >= min_samples; got {self.max_samples}")
         if self.max_dense_features < 1:
             raise SpecError(f"{where}: max_dense_features must be >= 1")
+        if self.normalization not in NORMALIZATIONS:
+            raise SpecError(f"{where}: normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}")
+        if not (0 < self.down_sampling_rate <= 1):
+            raise SpecError(f"{where}: down_sampling_rate must be in (0, 1]; got {self.down_sampling_rate}")
+        if self.down_sampling_rate < 1 and self.type != "fixed":
+            raise SpecError(f"{where}: down_sampling_rate applies to the fixed effect only")
+        if self.features_to_samples_ratio is not None:
+            if self.type != "random":
+                raise SpecError(f"{where}: features_to_samples_ratio applies to random effects only")
+            if not (self.features_to_samples_ratio > 0):
+                raise SpecError(f"{where}: features_to_samples_ratio must be > 0; "
+                                f"got {self.features_to_samples_ratio}")
 
 
 @dataclass(frozen=True)
 class GLMixSpec:
     """A whole GLMix model: ``task``, the ``response`` column, optional ``weight``/``offset`` columns and the
     ordered ``coordinates`` (at most one fixed). PBCD stops when the relative change of the objective falls
-    below ``tolerance`` or after ``max_iterations`` sweeps."""
+    below ``tolerance`` or after ``max_iterations`` sweeps.
+
+    ``uid``: optional column of unique row IDs that keys deterministic sampling (down-sampling, active-data
+    bounds); without it the row position is the key. ``variance``: posterior variances to compute (one of
+    ``VARIANCES``). ``sparsity_threshold``: coefficients with smaller magnitude are dropped from the saved
+    model. ``evaluators``: validation metrics computed after every coordinate update (the first one picks
+    the best model seen), e.g. ``auc``, ``aupr``, ``rmse``, ``logistic_loss``, ``auc:member_id``,
+    ``precision@10:member_id``."""
 
     task: str
     response: str
@@ -89,6 +121,10 @@ class GLMixSpec:
     offset: str | None = None
     max_iterations: int = 50
     tolerance: float = 1e-6
+    uid: str | None = None
+    variance: str = "full"
+    sparsity_threshold: float = 0.0
+    evaluators: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +145,14 @@ class GLMixSpec:
             raise SpecError(f"max_iterations must be >= 1; got {self.max_iterations}")
         if not (self.tolerance > 0):
             raise SpecError(f"tolerance must be > 0; got {self.tolerance}")
+        if self.variance not in VARIANCES:
+            raise SpecError(f"variance must be one of {VARIANCES}; got variance={self.variance!r}")
+        if not (self.sparsity_threshold >= 0):
+            raise SpecError(f"sparsity_threshold must be >= 0; got {self.sparsity_threshold}")
+        for c in self.coordinates:
+            if c.down_sampling_rate < 1 and self.task != "logistic":
+                raise SpecError(f"coordinate {c.name!r}: down_sampling_rate needs task logistic (it keeps every "
+                                f"positive and samples negatives); got task={self.task!r}")
 
     def coordinate(self, name: str) -> CoordinateSpec:
         for c in self.coordinates:
@@ -126,7 +170,8 @@ class GLMixSpec:
         """Build and validate a spec from a plain dict (the YAML/JSON structure)."""
         if not isinstance(raw, dict):
             raise SpecError(f"a spec must be a mapping; got {type(raw).__name__}")
-        known = {"task", "response", "coordinates", "weight", "offset", "max_iterations", "tolerance"}
+        known = {"task", "response", "coordinates", "weight", "offset", "max_iterations", "tolerance", "uid",
+                 "variance", "sparsity_threshold", "evaluators"}
         unknown = set(raw) - known
         if unknown:
             raise SpecError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(known)}")
@@ -148,8 +193,8 @@ class GLMixSpec:
                 if isinstance(value, str):
                     value = (value,)
                 c[key] = tuple(value)
-            for key in ("l2", "l1"):
-                if key in c:
+            for key in ("l2", "l1", "down_sampling_rate", "features_to_samples_ratio"):
+                if c.get(key) is not None:
                     try:
                         c[key] = float(c[key])
                     except (TypeError, ValueError):
@@ -160,10 +205,15 @@ class GLMixSpec:
             coords.append(CoordinateSpec(**c))
         if "task" not in raw or "response" not in raw:
             raise SpecError("spec needs 'task' and 'response'")
+        evaluators = raw.get("evaluators") or ()
+        if isinstance(evaluators, str):
+            evaluators = (evaluators,)
         return cls(
             task=raw["task"], response=raw["response"], coordinates=tuple(coords),
             weight=raw.get("weight"), offset=raw.get("offset"),
             max_iterations=int(raw.get("max_iterations", 50)), tolerance=float(raw.get("tolerance", 1e-6)),
+            uid=raw.get("uid"), variance=str(raw.get("variance", "full")),
+            sparsity_threshold=float(raw.get("sparsity_threshold", 0.0)), evaluators=tuple(evaluators),
         )
 
     @classmethod
@@ -187,6 +237,7 @@ class GLMixSpec:
         """The plain-dict form (round-trips through ``from_dict``)."""
         out = asdict(self)
         out.pop("extra")
+        out["evaluators"] = list(self.evaluators)
         out["coordinates"] = [{**c, "features": list(c["features"]), "feature_bags": list(c["feature_bags"])}
                               for c in out["coordinates"]]
         return json.loads(json.dumps(out))
