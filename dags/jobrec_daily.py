@@ -27,45 +27,12 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
-# Errors a retry cannot fix: fail the task at once with the pipeline's own message.
-NO_RETRY = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=[
-                "builtins.FileNotFoundError",
-                "builtins.ValueError",
-                "builtins.KeyError",
-                "builtins.ImportError",
-            ],
-            action=RetryAction.FAIL,
-            reason="bad or missing input: fix the data or the params, then clear the task",
-        ),
-        RetryRule(
-            exception="pipeline.training.GateFailedError",
-            action=RetryAction.FAIL,
-            reason="quality gate failed: the model is not published",
-        ),
-    ]
+from pipeline.dag_defaults import default_args, run_step
+
+DEFAULT_ARGS = default_args(
+    retry_delay=dt.timedelta(minutes=1), max_retry_delay=dt.timedelta(minutes=15), gate_outcome="the model is not published"
 )
-
-DEFAULT_ARGS = {
-    "owner": "jobrec",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=1),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(minutes=15),
-    "retry_policy": NO_RETRY,
-}
-
-
-def _run(target: str, ds: str | None, params: dict, **kwargs) -> dict:
-    """Call ``pipeline.<module>:<function>(ds, settings, **kwargs)``, log and return its result dict."""
-    from pipeline.airflow_env import call_pipeline
-
-    return call_pipeline(target, ds, params, **kwargs)
-
 
 with DAG(
     dag_id="jobrec_daily",
@@ -105,52 +72,52 @@ with DAG(
 
     @task
     def validate_raw(ds=None, params=None) -> dict:
-        return _run("pipeline.validation:validate_day", ds, params)
+        return run_step("pipeline.validation:validate_day", ds, params)
 
     @task
     def build_features(ds=None, params=None) -> dict:
-        return _run("pipeline.features:build_features", ds, params)
+        return run_step("pipeline.features:build_features", ds, params)
 
     @task(depends_on_past=True)
     def retrain(ds=None, params=None) -> dict:
-        return _run(
+        return run_step(
             "pipeline.training:train_daily", ds, params, mode=params["retrain_mode"], engine=params["engine"]
         )
 
     @task
     def gate(ds=None, params=None) -> dict:
-        return _run(
+        return run_step(
             "pipeline.training:gate", ds, params, margin=params["gate_margin"], min_coverage=params["min_coverage"]
         )
 
     @task
     def update_index(ds=None, params=None) -> dict:
-        return _run("pipeline.retrieval_tasks:update_index", ds, params)
+        return run_step("pipeline.retrieval_tasks:update_index", ds, params)
 
     @task
     def retrieve_candidates(ds=None, params=None) -> dict:
         engine = "spark" if params["engine"] == "spark" else "processes"
-        return _run("pipeline.retrieval_tasks:retrieve_candidates", ds, params, engine=engine)
+        return run_step("pipeline.retrieval_tasks:retrieve_candidates", ds, params, engine=engine)
 
     @task
     def rescore(ds=None, params=None) -> dict:
-        return _run("pipeline.scoring:rescore", ds, params)
+        return run_step("pipeline.scoring:rescore", ds, params)
 
     @task
     def publish(ds=None, params=None) -> dict:
         if params["skip_publish"]:
             return {"skipped": True}
-        return _run("pipeline.publishing:publish", ds, params)
+        return run_step("pipeline.publishing:publish", ds, params)
 
     @task
     def verify(ds=None, params=None) -> dict:
         if params["skip_publish"]:
             return {"skipped": True}
-        return _run("pipeline.publishing:verify", ds, params)
+        return run_step("pipeline.publishing:verify", ds, params)
 
     @task
     def run_report(results: dict, ds=None, params=None) -> dict:
-        return _run("pipeline.report:write_run_report", ds, params, results=results)
+        return run_step("pipeline.report:write_run_report", ds, params, results=results)
 
     validated = validate_raw()
     features = build_features()

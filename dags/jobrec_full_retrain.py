@@ -21,44 +21,12 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG, Param, task
-from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
-NO_RETRY = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=[
-                "builtins.FileNotFoundError",
-                "builtins.ValueError",
-                "builtins.KeyError",
-                "builtins.ImportError",
-            ],
-            action=RetryAction.FAIL,
-            reason="bad or missing input: fix the data or the params, then clear the task",
-        ),
-        RetryRule(
-            exception="pipeline.training.GateFailedError",
-            action=RetryAction.FAIL,
-            reason="quality gate failed: the model is not promoted",
-        ),
-    ]
+from pipeline.dag_defaults import default_args, run_step
+
+DEFAULT_ARGS = default_args(
+    retry_delay=dt.timedelta(minutes=2), max_retry_delay=dt.timedelta(minutes=30), gate_outcome="the model is not promoted"
 )
-
-DEFAULT_ARGS = {
-    "owner": "jobrec",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=2),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": dt.timedelta(minutes=30),
-    "retry_policy": NO_RETRY,
-}
-
-
-def _run(target: str, ds: str | None, params: dict, **kwargs) -> dict:
-    """Call ``pipeline.<module>:<function>(ds, settings, **kwargs)``, log and return its result dict."""
-    from pipeline.airflow_env import call_pipeline
-
-    return call_pipeline(target, ds, params, **kwargs)
-
 
 with DAG(
     dag_id="jobrec_full_retrain",
@@ -87,11 +55,11 @@ with DAG(
 
     @task
     def prepare_window(ds=None, params=None) -> dict:
-        return _run("pipeline.training:prepare_window", ds, params, window_days=params["window_days"])
+        return run_step("pipeline.training:prepare_window", ds, params, window_days=params["window_days"])
 
     @task(depends_on_past=True)
     def train_full(ds=None, params=None) -> dict:
-        return _run(
+        return run_step(
             "pipeline.training:train_full",
             ds,
             params,
@@ -102,15 +70,15 @@ with DAG(
 
     @task
     def gate(ds=None, params=None) -> dict:
-        return _run("pipeline.training:gate_full", ds, params, margin=params["gate_margin"])
+        return run_step("pipeline.training:gate_full", ds, params, margin=params["gate_margin"])
 
     @task
     def promote(ds=None, params=None) -> dict:
-        return _run("pipeline.training:promote", ds, params)
+        return run_step("pipeline.training:promote", ds, params)
 
     @task
     def run_report(results: dict, ds=None, params=None) -> dict:
-        return _run("pipeline.report:write_run_report", ds, params, results=results, name="full_retrain")
+        return run_step("pipeline.report:write_run_report", ds, params, results=results, name="full_retrain")
 
     window = prepare_window()
     trained = train_full()

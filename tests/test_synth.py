@@ -48,7 +48,7 @@ def test_every_raw_partition_has_the_contract_schema_and_the_truth_matches_impre
             assert _day(home, table, day["ds"]).schema.equals(RAW_SCHEMAS[table]), (table, day["ds"])
         truth = read_partition(layout.truth(day["ds"]))
         impressions = _day(home, "impressions", day["ds"])
-        assert truth.schema.names == ["impression_id", "p_apply"]
+        assert truth.schema.names == ["impression_id", "p_apply", "p_global"]
         assert truth.column("impression_id").equals(impressions.column("impression_id"))
         p_apply = truth.column("p_apply").to_numpy()
         assert ((p_apply > 0) & (p_apply < 1)).all()

@@ -236,6 +236,8 @@ def _generate_day(ds: str, layout: Layout, rng: np.random.Generator, world: _Wor
     truth_table = pa.table({
         "impression_id": pa.array(impression_id, pa.int64()),
         "p_apply": pa.array(p_apply[order], pa.float64()),
+        # the fixed-effect part alone: the best a model without per-entity effects can do
+        "p_global": pa.array(sigmoid((truth.intercept or 0.0) + fixed[order]), pa.float64()),
     })
 
     write_partition(layout.raw("members", ds), world.members_snapshot)
