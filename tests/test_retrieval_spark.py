@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.retrieval_tasks import candidate_batches, retrieve_spark
@@ -27,7 +28,17 @@ def test_spark_partitions_give_the_same_candidates_as_local_processes(spark, mon
     distributed = pa.Table.from_pandas(frame.toPandas(), schema=batch.CANDIDATE_SCHEMA, preserve_index=False)
     order = [("member_id", "ascending"), ("rank", "ascending")]
     assert local.num_rows > 0
-    assert distributed.sort_by(order).equals(local.sort_by(order))
+    assert_same_candidates(distributed.sort_by(order), local.sort_by(order))
+
+
+def assert_same_candidates(got: pa.Table, expected: pa.Table) -> None:
+    """Same members, jobs and ranks; scores equal up to rounding. Partitions score members in other batch
+    shapes, and BLAS may then sum a dot product in another order (a last-bit difference seen on some CPUs)."""
+    assert got.schema == expected.schema
+    for column in ("member_id", "job_id", "rank"):
+        assert got.column(column).equals(expected.column(column)), column
+    np.testing.assert_allclose(got.column("score").to_numpy(), expected.column("score").to_numpy(),
+                               rtol=1e-12, atol=0)
 
 
 def test_retrieve_task_on_spark_writes_the_same_partition_as_with_processes(settings, spark, monkeypatch):
@@ -45,4 +56,5 @@ def test_retrieve_task_on_spark_writes_the_same_partition_as_with_processes(sett
     distributed = read_partition(settings.layout.candidates(ds))
     order = [("member_id", "ascending"), ("rank", "ascending")]
     assert result["candidates"] == local.num_rows > 0
-    assert distributed.select(local.column_names).cast(local.schema).sort_by(order).equals(local.sort_by(order))
+    assert_same_candidates(distributed.select(local.column_names).cast(local.schema).sort_by(order),
+                           local.sort_by(order))
