@@ -18,19 +18,27 @@ Public API (what the pipeline calls)::
     evaluate(model, table)      # {"auc", "log_loss", "rmse", "per_<entity>_auc", "precision@k/<entity>", ...}
     metrics.auc(y, score)
     grid_search(spec, train, validation, {"per_member": [0.1, 1, 10]}, metric="auc")
+    tune(spec, train, validation, method="bayesian", l2={"per_member": (0.01, 1000)}, trials=20, out="tuning/")
+
+Notebooks: ``GLMix("y ~ x + (1 + genre_* | user)", task="logistic").fit(df)`` (``glmix_core.api``; formulas
+in ``glmix_core.formula``, or ``spec_from_formula(formula, table)`` for the GLMixSpec).
 
 Daily retrain: ``fit(spec, today, warm_start=yesterday, lock=["global"])``. Incremental update (new rows only):
 ``fit(spec, today, warm_start=yesterday, lock=["global"], incremental={"forgetting": 0.9})``.
 """
 
 from . import metrics
+from .api import GLMix
 from .data import DataError, load_table
 from .evaluation import evaluate, grid_search
 from .fitting import fit
+from .formula import spec_from_formula
 from .model import GLMixModel, ModelError, load_model
 from .spec import CoordinateSpec, GLMixSpec, SpecError
+from .tuning import tune
 
 __all__ = [
-    "CoordinateSpec", "DataError", "GLMixModel", "GLMixSpec", "ModelError", "SpecError", "evaluate", "fit",
-    "grid_search", "load_model", "load_table", "metrics",
+    "CoordinateSpec", "DataError", "GLMix", "GLMixModel", "GLMixSpec", "ModelError", "SpecError", "evaluate",
+    "fit", "grid_search", "load_model", "load_table", "metrics", "spec_from_formula",
+    "tune",
 ]

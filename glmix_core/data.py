@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from .index_map import FeatureIndexMap
+
 INTERCEPT = "(intercept)"
 
 
@@ -87,16 +89,21 @@ def _bag_parts(table: pa.Table, bag: str) -> tuple[np.ndarray, pa.Array, np.ndar
 
 
 def feature_matrix(table: pa.Table, features: tuple[str, ...] | list[str], bags: tuple[str, ...] | list[str],
-                   intercept: bool, vocabulary: list[str] | None = None) -> tuple[sp.csr_matrix, list[str]]:
-    """CSR design (rows of ``table`` × features) and its column names.
+                   intercept: bool, vocabulary: FeatureIndexMap | pa.Array | list[str] | None = None,
+                   ) -> tuple[sp.csr_matrix, FeatureIndexMap]:
+    """CSR design (rows of ``table`` × features) and its column names as a ``FeatureIndexMap``.
 
     Without ``vocabulary`` the columns are ``(intercept)`` (if asked), the numeric ``features`` in order,
-    then the sorted distinct bag feature names. With ``vocabulary`` (scoring), columns follow it and names
-    it does not hold are dropped. Repeated names in a row are summed.
+    then the sorted (by code point) distinct bag feature names. With ``vocabulary`` (scoring; a
+    FeatureIndexMap, an Arrow string array or a list), columns follow it and names it does not hold are
+    dropped. Repeated names in a row are summed. Bag names are handled as Arrow arrays and hashed lookups
+    (``glmix_core.index_map``): no Python object per feature name, so 20M+ names stay cheap.
     """
     n = table.num_rows
     row_parts, col_names, val_parts = [], [], []
     fixed_names: list[str] = ([INTERCEPT] if intercept else []) + list(features)
+    if len(set(fixed_names)) != len(fixed_names):
+        raise DataError(f"numeric features {list(features)} name a column twice (or name {INTERCEPT!r})")
     if intercept:
         row_parts.append(np.arange(n, dtype=np.int64))
         val_parts.append(np.ones(n))
@@ -115,25 +122,34 @@ def feature_matrix(table: pa.Table, features: tuple[str, ...] | list[str], bags:
         names = pa.chunked_array([b.cast(pa.string()) for b in bag_names], type=pa.string()).combine_chunks()
         encoded = names.dictionary_encode()
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        distinct = encoded.dictionary.to_pylist()
+        distinct = encoded.dictionary  # distinct bag names (Arrow), code c ↔ distinct[c]
+    fixed_arr = pa.array(fixed_names, pa.string())
     if vocabulary is None:
-        vocab = list(fixed_names)
         if bag_rows:
-            taken = set(vocab)
-            extra = sorted(set(distinct) - taken)
-            vocab += extra
+            # bag names equal to a numeric column share its column; the others follow in sorted order
+            fixed_pos = pc.index_in(distinct, value_set=fixed_arr).fill_null(-1)
+            fixed_pos = fixed_pos.to_numpy(zero_copy_only=False).astype(np.int64)
+            extra = np.flatnonzero(fixed_pos < 0)
+            extra_names = distinct.take(pa.array(extra))
+            ranked = pc.sort_indices(extra_names).to_numpy(zero_copy_only=False).astype(np.int64)
+            lookup = fixed_pos.copy()
+            lookup[extra[ranked]] = len(fixed_names) + np.arange(extra.size, dtype=np.int64)
+            vocab = FeatureIndexMap.from_names(
+                pa.concat_arrays([fixed_arr, extra_names.take(pa.array(ranked))]), unique=True)
+        else:
+            vocab = FeatureIndexMap.from_names(fixed_arr, unique=True)
     else:
-        vocab = list(vocabulary)
-        position = {name: i for i, name in enumerate(vocab)}
+        vocab = FeatureIndexMap.coerce(vocabulary)
         # numeric columns map to their vocabulary positions; ones the vocabulary lacks are dropped
-        for k, name in enumerate(fixed_names):
-            col_names[k] = np.full(n, position.get(name, -1), dtype=np.int64)
+        position = vocab.index_of(fixed_arr)
+        for k in range(len(fixed_names)):
+            col_names[k] = np.full(n, position[k], dtype=np.int64)
         for k in range(len(fixed_names)):
             keep = col_names[k] >= 0
             row_parts[k], col_names[k], val_parts[k] = row_parts[k][keep], col_names[k][keep], val_parts[k][keep]
+        if bag_rows:
+            lookup = vocab.index_of(distinct)
     if bag_rows:
-        index = {name: i for i, name in enumerate(vocab)}
-        lookup = np.array([index.get(nm, -1) for nm in distinct], dtype=np.int64)
         cols = lookup[codes] if len(codes) else codes
         rows = np.concatenate(bag_rows)
         vals = np.concatenate(bag_vals)

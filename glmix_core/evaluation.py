@@ -1,13 +1,14 @@
-"""Model evaluation on a table, and the per-coordinate L2 grid search on a validation set."""
+"""Model evaluation on a table (default metrics, named evaluators, per-group results), and the
+per-coordinate L2 grid search on a validation set."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import numpy as np
 import pyarrow as pa
 
+from . import evaluators as ev
 from . import metrics
 from .data import numeric_column
 from .losses import get_loss
@@ -16,32 +17,45 @@ from .spec import GLMixSpec
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = {"log_loss", "rmse", "poisson_deviance", "objective"}
+LOWER_IS_BETTER = {"log_loss", "rmse", "poisson_deviance", "objective", "smoothed_hinge_loss", "logistic_loss",
+                   "poisson_loss", "squared_loss"}
+BINARY_TASKS = ("logistic", "smoothed_hinge")
 
 
 def evaluate(model: GLMixModel, table: pa.Table, *, group_by: list[str] | None = None,
-             ks: tuple[int, ...] = (5, 10)) -> dict:
+             ks: tuple[int, ...] = (5, 10), evaluators: list[str] | tuple[str, ...] | None = None) -> dict:
     """Metrics of ``model`` on ``table`` (which must hold the response column).
 
-    Always: ``rows``, ``rmse``; logistic adds ``auc`` and ``log_loss``; poisson adds ``poisson_deviance``.
-    For each ``group_by`` column (default: every random coordinate's entity column present in ``table``):
-    ``per_<col>_auc`` (sharded AUC; logistic), ``precision@k/<col>`` and ``ndcg@k/<col>``.
+    With ``evaluators`` (names as in ``glmix_core.evaluators``, e.g. ``["auc", "auc:member_id",
+    "precision@5:member_id"]``): ``rows`` and one value per evaluator, keyed by its name.
+
+    Otherwise the default set. Always: ``rows``, ``rmse`` (of the predicted mean; η for smoothed_hinge);
+    logistic adds ``auc`` and ``log_loss``; smoothed_hinge adds ``auc`` (of the decision value η) and
+    ``smoothed_hinge_loss``; poisson adds ``poisson_deviance``. For each ``group_by`` column (default: every
+    random coordinate's entity column present in ``table``): ``per_<col>_auc`` (sharded AUC; binary tasks),
+    ``precision@k/<col>`` and ``ndcg@k/<col>``.
     """
     spec = model.spec
     y = numeric_column(table, spec.response, "response")
+    if evaluators is not None:
+        parsed = ev.check(evaluators, table)
+        return {"rows": int(table.num_rows), **ev.compute(parsed, y, model.score(table), table, task=spec.task)}
     eta = model.score(table)
     mean = get_loss(spec.task).mean(eta)
     out: dict = {"rows": int(table.num_rows), "rmse": metrics.rmse(y, mean)}
-    if spec.task == "logistic":
+    if spec.task in BINARY_TASKS:
         out["auc"] = metrics.auc(y, eta)
+    if spec.task == "logistic":
         out["log_loss"] = metrics.log_loss(y, mean)
+    elif spec.task == "smoothed_hinge":
+        out["smoothed_hinge_loss"] = float(np.mean(get_loss(spec.task).pointwise(y, eta))) if y.size else np.nan
     elif spec.task == "poisson":
         out["poisson_deviance"] = metrics.poisson_deviance(y, mean)
     if group_by is None:
         group_by = [c.entity for c in spec.coordinates if c.type == "random" and c.entity in table.column_names]
     for col in group_by:
         groups = table.column(col).to_numpy(zero_copy_only=False)
-        if spec.task == "logistic":
+        if spec.task in BINARY_TASKS:
             out[f"per_{col}_auc"] = metrics.per_entity_auc(y, eta, groups)
         for k in ks:
             out[f"precision@{k}/{col}"] = metrics.precision_at_k(y, eta, groups, k)
@@ -49,31 +63,60 @@ def evaluate(model: GLMixModel, table: pa.Table, *, group_by: list[str] | None =
     return out
 
 
+def validation_metrics(model: GLMixModel, table: pa.Table) -> dict:
+    """What ``fit`` stores under ``metadata["metrics"]["validation"]``: the default ``evaluate`` metrics, plus
+    the values of ``model.spec.evaluators`` (keyed by name) when the spec names any."""
+    out = evaluate(model, table)
+    if model.spec.evaluators:
+        out.update(evaluate(model, table, evaluators=model.spec.evaluators))
+    return out
+
+
+def default_group_evaluators(model: GLMixModel, table: pa.Table, ks: tuple[int, ...] = (5, 10)) -> list[str]:
+    """``auc:<entity>`` and ``precision@k:<entity>`` for every random coordinate's entity column in ``table``."""
+    cols = dict.fromkeys(c.entity for c in model.spec.coordinates
+                         if c.type == "random" and c.entity in table.column_names)
+    return [name for col in cols for name in [f"auc:{col}"] + [f"precision@{k}:{col}" for k in ks]]
+
+
+def group_metrics(model: GLMixModel, table: pa.Table, evaluators: list[str] | tuple[str, ...] | None = None
+                  ) -> pa.Table:
+    """Per-group results of the grouped ``evaluators`` (default: the grouped ones of ``model.spec.evaluators``,
+    else ``default_group_evaluators``): one row per group with ``group_column``, ``group_id``, ``rows``,
+    ``positives``, ``auc`` and ``precision@<k>`` (see ``glmix_core.evaluators.group_table``)."""
+    if evaluators is not None:
+        names = [e.name for e in ev.check(evaluators, table) if e.column is not None]
+    else:
+        names = [e.name for e in ev.check(model.spec.evaluators, table) if e.column is not None]
+    names = names or default_group_evaluators(model, table)
+    if not names:
+        raise ValueError("per-group results need an id column: give auc:<column> or precision@<k>:<column> "
+                         "evaluators (the model has no random-effect entity column in this data)")
+    y = numeric_column(table, model.spec.response, "response")
+    return ev.group_table(names, y, model.score(table), table)
+
+
 def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: dict[str, list[float]], *,
                 metric: str = "auc", warm_start: GLMixModel | None = None) -> tuple[GLMixModel, list[dict]]:
     """Fit every combination of per-coordinate ``l2`` values in ``grid`` and pick by ``metric`` on
-    ``validation`` (higher is better except log_loss, rmse, poisson_deviance). Consecutive fits warm-start
-    from the previous one. Returns the best model and one result row per combination."""
-    from .fitting import fit
+    ``validation`` (higher is better except log_loss, rmse, poisson_deviance and the losses). ``metric`` is a
+    key of ``evaluate``'s default output or an evaluator name (``auc:member_id``, ``aupr``, …). Consecutive
+    fits warm-start from the previous one. Returns the best model and one result row per combination
+    (``{"l2": {...}, metric: value}``). A thin wrapper over ``glmix_core.tuning.grid_search``, which also
+    does random and Bayesian search and writes trial reports/models."""
+    from .tuning import grid_search as search
 
-    for name in grid:
-        spec.coordinate(name)
-    names = list(grid)
-    results, best, best_value = [], None, None
-    previous = warm_start
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    for combo in itertools.product(*(grid[n] for n in names)):
-        l2 = dict(zip(names, combo, strict=True))
-        model = fit(spec.with_l2(l2), train, warm_start=previous)
-        scores = evaluate(model, validation)
-        if metric not in scores:
-            raise ValueError(f"metric {metric!r} is not computed for task {spec.task}; choose from {sorted(scores)}")
-        value = scores[metric]
-        value = value["mean"] if isinstance(value, dict) else value
-        results.append({"l2": l2, metric: value})
-        log.info("grid search %s: %s = %.6f", l2, metric, value)
-        if best is None or (np.isfinite(value) and sign * value > sign * best_value):
-            best, best_value = model, value
-        previous = model
-    best.metadata.setdefault("metrics", {})["grid_search"] = {"metric": metric, "results": results}
-    return best, results
+    result = search(spec, train, validation, grid, metric=metric, warm_start=warm_start)
+    results = [{"l2": t["l2"], metric: t["value"]} for t in result.trials]
+    result.best.metadata.setdefault("metrics", {})["grid_search"] = {"metric": metric, "results": results}
+    return result.best, results
+
+
+def _evaluator_or_none(name: str):
+    """The parsed evaluator of ``name``, or None when it is not an evaluator name."""
+    from .spec import SpecError
+
+    try:
+        return ev.parse(name)
+    except SpecError:
+        return None

@@ -18,6 +18,9 @@ from .data import DataError, encode_entities, feature_matrix, numeric_column
 from .design import RandomDesign
 from .losses import get_loss
 from .model import FixedEffectModel, GLMixModel, RandomEffectModel
+from .normalization import make_normalization
+from .sampling import bounded_sample, down_sample, entity_reweighting, row_keys
+from .sparsity import sparsify
 from .spec import CoordinateSpec, GLMixSpec
 
 log = logging.getLogger(__name__)
@@ -36,18 +39,17 @@ def _row_inputs(spec: GLMixSpec, data: pa.Table):
     return loss, y, weight, offset
 
 
-def active_rows(codes: np.ndarray, n_entities: int, cspec: CoordinateSpec) -> np.ndarray:
+def active_rows(codes: np.ndarray, n_entities: int, cspec: CoordinateSpec,
+                keys: np.ndarray | None = None) -> np.ndarray:
     """Rows that take part in fitting a random effect: entities with >= ``min_samples`` rows, and at most
-    ``max_samples`` rows per entity chosen by a seeded random draw (reproducible for the same data)."""
+    ``max_samples`` rows per entity: those with the smallest hash of (row key, ``seed``)
+    (``sampling.bounded_sample``; ``keys`` default to the row positions), so reruns take the same rows.
+    Fitting reweights the kept rows of a bounded entity by n_e / max_samples (``sampling.entity_reweighting``)."""
     counts = np.bincount(codes, minlength=n_entities)
     keep = counts[codes] >= cspec.min_samples
     if cspec.max_samples is not None and (counts > cspec.max_samples).any():
-        draw = np.random.default_rng(cspec.seed).random(codes.size)
-        order = np.lexsort((draw, codes))
-        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank = np.empty(codes.size, dtype=np.int64)
-        rank[order] = np.arange(codes.size) - start[codes[order]]
-        keep &= rank < cspec.max_samples
+        keys = np.arange(codes.size, dtype=np.uint64) if keys is None else keys
+        keep &= bounded_sample(codes, n_entities, keys, cspec.max_samples, cspec.seed)
     return keep
 
 
@@ -64,9 +66,16 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
       variance divided by γ as prior variance, so ``data`` need only be the new rows; entities and features
       absent from ``data`` keep their previous coefficients.
     - ``validation``: evaluated after the fit; metrics land in ``model.metadata["metrics"]["validation"]``.
+      With ``spec.evaluators``, the evaluators are also computed on it after every coordinate update
+      (``metadata["fit"]["validation_history"]``) and the model returned is the best one seen by the first
+      evaluator (``metadata["fit"]["best"]``: sweep, coordinate, metric, value; ties go to the later model).
     - ``metadata``: extra keys stored in ``model.json`` (e.g. ``training_range``, ``parent``, ``version``).
     """
     started = time.perf_counter()
+    if spec.evaluators:
+        from .evaluators import check as check_evaluators
+
+        check_evaluators(spec.evaluators, validation)
     loss, y, weight, base_offset = _row_inputs(spec, data)
     names = [c.name for c in spec.coordinates]
     lock = list(lock)
@@ -93,6 +102,8 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
     coords: dict = {}
     scores: dict[str, np.ndarray] = {}
     extras: dict[str, dict] = {}
+    keys = None  # row keys of deterministic sampling (uid column or row position), built when first needed
+    sampled = False  # a coordinate fits a sample/reweighted rows, not the full objective
     for cspec in spec.coordinates:
         t0 = time.perf_counter()
         prev = warm_start.coordinates.get(cspec.name) if warm_start is not None else None
@@ -100,15 +111,30 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
             scores[cspec.name] = prev.score(data)
             log.info("coordinate %s: locked (scored from the warm-start model)", cspec.name)
             continue
+        if keys is None and (cspec.down_sampling_rate < 1 or cspec.max_samples is not None):
+            keys = row_keys(data, spec.uid)
         if cspec.type == "fixed":
             X, feats = feature_matrix(data, cspec.features, cspec.feature_bags, cspec.intercept)
             coef0 = prev.lookup(feats)[0] if isinstance(prev, FixedEffectModel) else None
+            fit_rows = fit_weight = None
+            if cspec.down_sampling_rate < 1:
+                fit_rows, fit_weight = down_sample(y, weight, keys, cspec.down_sampling_rate, cspec.seed)
+                sampled = True
+                log.info("coordinate %s: down-sampled to %d of %d rows", cspec.name, fit_rows.size, y.size)
             coord = FixedCoordinate(cspec.name, loss, X, feats, y, weight, l2=cspec.l2, l1=cspec.l1,
-                                    solver=cspec.solver, intercept=cspec.intercept, rtol=rtol, coef0=coef0)
+                                    solver=cspec.solver, intercept=cspec.intercept, rtol=rtol, coef0=coef0,
+                                    normalization=make_normalization(cspec.normalization, X, cspec.intercept),
+                                    fit_rows=fit_rows, fit_weight=fit_weight)
         else:
             codes, ids = encode_entities(data, cspec.entity)
             Z, feats = feature_matrix(data, cspec.features, cspec.feature_bags, cspec.intercept)
-            design = RandomDesign(Z, codes, len(ids), active_rows(codes, len(ids), cspec), cspec.max_dense_features)
+            fit_rows = active_rows(codes, len(ids), cspec, keys)
+            factor = entity_reweighting(codes, len(ids), fit_rows)
+            reweighted = bool((factor != 1).any())
+            sampled |= reweighted
+            design = RandomDesign(Z, codes, len(ids), fit_rows, cspec.max_dense_features, intercept=cspec.intercept,
+                                  y=y, features_to_samples_ratio=cspec.features_to_samples_ratio,
+                                  normalization=make_normalization(cspec.normalization, Z, cspec.intercept))
             entity_ids = pa.array(ids, pa.string())
             coef0 = prior_mean = prior_prec = None
             if isinstance(prev, RandomEffectModel):
@@ -116,10 +142,14 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
                 coef0 = value
                 if cspec.name in inc_coords:
                     prior_mean = value
+                    # prior precision of the normalized coefficients (factor² / variance; a standardized
+                    # intercept keeps 1 / variance, ignoring its covariances); l2 where no variance is usable
+                    # (e.g. a previous model saved with variance: none)
                     usable = found & np.isfinite(variance) & (variance > 0)
-                    prior_prec = np.where(usable, forgetting / np.where(usable, variance, 1.0), cspec.l2)
-            coord = RandomCoordinate(cspec.name, loss, design, y, weight, l2=cspec.l2, rtol=rtol, coef0=coef0,
-                                     prior_mean=prior_mean, prior_prec=prior_prec)
+                    prior_prec = np.where(usable, forgetting * design.pair_factor**2 / np.where(usable, variance, 1.0),
+                                          cspec.l2)
+            coord = RandomCoordinate(cspec.name, loss, design, y, weight * factor if reweighted else weight,
+                                     l2=cspec.l2, rtol=rtol, coef0=coef0, prior_mean=prior_mean, prior_prec=prior_prec)
             extras[cspec.name] = {"entity_ids": entity_ids, "features": feats}
         coords[cspec.name] = coord
         scores[cspec.name] = coord.score()
@@ -133,8 +163,15 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
 
     value = objective()
     log.info("start objective %.10g", value)
+    tracker = None
+    if spec.evaluators and validation is not None and coords:
+        from .tracking import ValidationTracker
+
+        tracker = ValidationTracker(spec, validation, coords, extras, warm_start=warm_start, locked=lock,
+                                    incremental=inc_coords)
     priors = {name: coord.prior() for name, coord in coords.items()}
-    accelerator = None if any(p is None for p in priors.values()) else \
+    # the subspace step minimises the full-data objective: off when a coordinate fits a (reweighted) sample
+    accelerator = None if sampled or any(p is None for p in priors.values()) else \
         SubspaceAccelerator(loss, y, weight, coords, priors)
     converged = False
     sweep = 0
@@ -154,6 +191,8 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
                             "inner_iterations": coord.last_iterations})
             log.info("sweep %d coordinate %s: objective %.12g (%.3fs, %d inner iterations)", sweep, name, value,
                      elapsed, coord.last_iterations)
+            if tracker is not None:
+                tracker.record(sweep, name, coords, [name])
         if len(coords) > 1 and accelerator is not None:
             t0 = time.perf_counter()
             moved = accelerator.step(start_params, start_total, total)
@@ -168,12 +207,22 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
                          np.array2string(coefficients, precision=3), value, time.perf_counter() - t0)
                 history.append({"sweep": sweep, "coordinate": "(acceleration)", "objective": value,
                                 "seconds": time.perf_counter() - t0})
+                if tracker is not None:
+                    tracker.record(sweep, "(acceleration)", coords, list(coords))
         change = abs(before - value) / max(abs(value), 1e-300)
         if change <= spec.tolerance:
             converged = True
             break
     if coords and not converged:
         log.warning("PBCD stopped after %d sweeps without reaching tolerance %g", sweep, spec.tolerance)
+    if tracker is not None and tracker.best_params is not None:
+        # return the best model seen on validation: restore its parameters before variances and output
+        for name, coord in coords.items():
+            coord.params = tracker.best_params[name]
+            scores[name] = coord.score()
+        total = base_offset + sum(scores.values())
+        value = objective()
+        log.info("best on validation: %s", tracker.best)
 
     out: dict = {}
     for cspec in spec.coordinates:
@@ -182,9 +231,9 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
             out[name] = warm_start.coordinates[name]
             continue
         coord = coords[name]
-        variance = coord.variances(total - scores[name])
+        variance = coord.variances(total - scores[name], spec.variance)
         if isinstance(coord, FixedCoordinate):
-            out[name] = FixedEffectModel(cspec, coord.features, coord.coef.copy(), variance)
+            out[name] = FixedEffectModel(cspec, coord.features, coord.to_original(coord.coef), variance)
             continue
         d = coord.design
         if name not in inc_coords:
@@ -192,12 +241,12 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
             first = np.r_[True, d.pair_entity[1:] != d.pair_entity[:-1]] if d.n_pairs else np.zeros(0, bool)
             used, pair_entity = d.pair_entity[first], np.cumsum(first) - 1
             out[name] = RandomEffectModel(cspec, extras[name]["entity_ids"].take(pa.array(used)),
-                                          list(extras[name]["features"]), pair_entity.astype(np.int64),
-                                          d.pair_col.astype(np.int64), coord.values.copy(), variance)
+                                          extras[name]["features"], pair_entity.astype(np.int64),
+                                          d.pair_col.astype(np.int64), coord.to_original(coord.values), variance)
             continue
         ent = extras[name]["entity_ids"].take(pa.array(d.pair_entity))
-        feat = pa.array(extras[name]["features"], pa.string()).take(pa.array(d.pair_col))
-        values, variances = coord.values, variance
+        feat = extras[name]["features"].name_of(d.pair_col).cast(pa.string())
+        values, variances = coord.to_original(coord.values), variance
         if name in inc_coords:
             # carry over previous coefficients not refit today (their prior is their posterior), inflated
             prev = warm_start.coordinates[name]
@@ -205,16 +254,19 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
             _, _, found = prev.lookup(extras[name]["entity_ids"], extras[name]["features"], d.pair_entity,
                                       d.pair_col)
             pe = pc_index(prev.entity_ids, ent.filter(pa.array(found)))
-            pf = pc_index(pa.array(prev.features, pa.string()), feat.filter(pa.array(found)))
+            pf = prev.features.index_of(feat.filter(pa.array(found)))
             pos = np.searchsorted(prev.keys, pe * max(len(prev.features), 1) + pf)
             refit[pos] = True
             keep = ~refit
             ent = pa.concat_arrays([ent, prev.entity_ids.take(pa.array(prev.pair_entity[keep]))])
-            feat = pa.concat_arrays([feat, pa.array(prev.features, pa.string()).take(
-                pa.array(prev.pair_feature[keep]))])
+            feat = pa.concat_arrays([feat, prev.features.name_of(prev.pair_feature[keep]).cast(pa.string())])
             values = np.concatenate([values, prev.value[keep]])
             variances = np.concatenate([variances, prev.variance[keep] / forgetting])
         out[name] = RandomEffectModel.from_pairs(cspec, ent, feat, values, variances)
+    if spec.sparsity_threshold > 0:
+        for name in out:
+            if name not in lock:
+                out[name] = sparsify(out[name], spec.sparsity_threshold)
 
     meta = dict(metadata or {})
     meta.update({
@@ -222,11 +274,13 @@ def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
                 "rows": data.num_rows, "locked": lock, "incremental": incremental, "history": history},
         "parent": meta.get("parent", warm_start.metadata.get("version") if warm_start is not None else None),
     })
+    if tracker is not None:
+        meta["fit"].update(validation_history=tracker.history, best=tracker.best)
     model = GLMixModel(spec, out, meta)
     if validation is not None:
-        from .evaluation import evaluate
+        from .evaluation import validation_metrics
 
-        model.metadata.setdefault("metrics", {})["validation"] = evaluate(model, validation)
+        model.metadata.setdefault("metrics", {})["validation"] = validation_metrics(model, validation)
     log.info("fit done: objective %.12g after %d sweeps in %.2fs", value, sweep, time.perf_counter() - started)
     return model
 

@@ -1,7 +1,7 @@
-"""Losses of the three GLM tasks, written once and shared by every solver.
+"""Losses of the GLM tasks, written once and shared by every solver.
 
 Each loss is the negative log-likelihood (up to terms free of the coefficients) as a function of the linear
-predictor ``eta``; ``loss_gradient`` follows scipy's argument order with a Gaussian prior
+predictor ``eta`` (for ``smoothed_hinge``, the smoothed hinge of a linear SVM); ``loss_gradient`` follows scipy's argument order with a Gaussian prior
 ``0.5 * sum(l2 * (coef - prior_mean)**2)`` so it serves fixed effects, per-entity fallbacks and the stacked
 reference solver alike.
 """
@@ -120,11 +120,45 @@ class PoissonLoss(Loss):
                              f"{int(bad.sum())} rows are negative (e.g. {y[bad][0]!r})")
 
 
-LOSSES: dict[str, type[Loss]] = {"logistic": LogisticLoss, "linear": SquaredLoss, "poisson": PoissonLoss}
+class SmoothedHingeLoss(Loss):
+    """Rennie's smoothed hinge loss of a linear SVM (Photon-ML's ``SmoothedHingeLossFunction``).
+
+    Labels y ∈ {0, 1} map to s = 2y − 1 ∈ {−1, +1}; with the margin z = s·η the loss is ½ − z for z ≤ 0,
+    ½(1 − z)² for 0 < z < 1 and 0 for z ≥ 1. It is once differentiable; the second derivative used by the
+    Newton solvers is the generalised one, 1 on 0 < z < 1 and 0 elsewhere, so curvature can vanish and the
+    prior precision (l2) keeps the Newton systems positive definite. ``mean`` returns the decision value η
+    itself (predict positive when η > 0): an SVM has no probability, and AUC and the other ranking metrics
+    use η.
+    """
+
+    name = "smoothed_hinge"
+
+    def pointwise(self, y, eta):
+        z = (2.0 * y - 1.0) * eta
+        return np.where(z <= 0.0, 0.5 - z, 0.5 * np.square(np.maximum(1.0 - z, 0.0)))
+
+    def derivatives(self, y, eta):
+        s = 2.0 * y - 1.0
+        z = s * eta
+        dz = np.where(z <= 0.0, -1.0, np.minimum(z - 1.0, 0.0))
+        return s * dz, ((z > 0.0) & (z < 1.0)).astype(float)
+
+    def mean(self, eta):
+        return np.asarray(eta, float)
+
+    def check_response(self, y, column):
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            raise ValueError(f"response {column!r} must be 0 or 1 for task smoothed_hinge; "
+                             f"{int(bad.sum())} rows have other values (e.g. {y[bad][0]!r})")
+
+
+LOSSES: dict[str, type[Loss]] = {"logistic": LogisticLoss, "linear": SquaredLoss, "poisson": PoissonLoss,
+                                 "smoothed_hinge": SmoothedHingeLoss}
 
 
 def get_loss(task: str) -> Loss:
-    """The loss object of a task name (``logistic``, ``linear``, ``poisson``)."""
+    """The loss object of a task name (``logistic``, ``linear``, ``poisson``, ``smoothed_hinge``)."""
     try:
         return LOSSES[task]()
     except KeyError:

@@ -48,6 +48,26 @@ def _weighted_auc(y, score, weight) -> float:
     return float(np.trapezoid(tp, fp) / (tp[-1] * fp[-1]))
 
 
+def aupr(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Area under the precision-recall curve as average precision, Σ_t (R_t − R_{t−1}) P_t over the distinct
+    score thresholds t in decreasing order (ties form one threshold; as scikit-learn's
+    ``average_precision_score``); NaN without positives."""
+    y = np.asarray(y, float) > 0.5
+    score = np.asarray(score, float)
+    w = np.ones(score.size) if weight is None else np.asarray(weight, float)
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, np.int64)
+    tp = np.cumsum(np.where(y[order], w[order], 0.0))[distinct]
+    seen = np.cumsum(w[order])[distinct]
+    if tp.size == 0 or tp[-1] <= 0:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(seen > 0, tp / seen, 0.0)
+    recall_step = np.diff(np.r_[0.0, tp]) / tp[-1]
+    return float(np.sum(recall_step * precision))
+
+
 def log_loss(y: np.ndarray, prob: np.ndarray, eps: float = 1e-15) -> float:
     """Mean binary cross-entropy of probabilities ``prob``."""
     p = np.clip(np.asarray(prob, float), eps, 1 - eps)
@@ -75,13 +95,18 @@ def _group_order(groups: np.ndarray, score: np.ndarray):
     return codes, order
 
 
-def per_entity_auc(y: np.ndarray, score: np.ndarray, groups: np.ndarray) -> dict:
-    """AUC within each group (sharded AUC), averaged over groups that have both classes: plain mean and
-    mean weighted by group size, with the number of groups used."""
+def group_codes(groups: np.ndarray) -> np.ndarray:
+    """Dense int64 codes 0..G−1 of group keys (any dtype; sorted key order)."""
+    return np.unique(np.asarray(groups), return_inverse=True)[1].astype(np.int64).ravel()
+
+
+def group_auc(y: np.ndarray, score: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group AUC (NaN for a group without both classes), rows and positives per group, for dense group
+    ``codes`` (0..G−1, e.g. from ``group_codes``). Ties get average ranks within their group."""
     y = np.asarray(y, float) > 0.5
     score = np.asarray(score, float)
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = codes.max() + 1 if codes.size else 0
+    codes = np.asarray(codes, np.int64)
+    n_groups = int(codes.max()) + 1 if codes.size else 0
     # average ranks within group: rank the (group, score) pairs, then subtract the group's start
     order = np.lexsort((score, codes))
     sc, cs = score[order], codes[order]
@@ -97,26 +122,45 @@ def per_entity_auc(y: np.ndarray, score: np.ndarray, groups: np.ndarray) -> dict
     n_all = np.bincount(codes, minlength=n_groups)
     n_neg = n_all - n_pos
     rank_sum = np.bincount(codes, weights=np.where(y, ranks, 0.0), minlength=n_groups)
-    ok = (n_pos > 0) & (n_neg > 0)
-    aucs = (rank_sum[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2) / (n_pos[ok] * n_neg[ok])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aucs = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    aucs[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return aucs, n_all, n_pos.astype(np.int64)
+
+
+def per_entity_auc(y: np.ndarray, score: np.ndarray, groups: np.ndarray) -> dict:
+    """AUC within each group (sharded AUC), averaged over groups that have both classes: plain mean and
+    mean weighted by group size, with the number of groups used."""
+    aucs, n_all, _ = group_auc(y, score, group_codes(groups))
+    ok = np.isfinite(aucs)
     if not ok.any():
         return {"mean": float("nan"), "weighted_mean": float("nan"), "groups": 0}
-    return {"mean": float(aucs.mean()), "weighted_mean": float(np.average(aucs, weights=n_all[ok])),
+    return {"mean": float(aucs[ok].mean()), "weighted_mean": float(np.average(aucs[ok], weights=n_all[ok])),
             "groups": int(ok.sum())}
+
+
+def group_precision_at_k(y: np.ndarray, score: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Per group (dense ``codes`` 0..G−1): the fraction of positives among the group's top-k rows by score,
+    over min(k, group size). Ties keep row order."""
+    y = np.asarray(y, float)
+    codes = np.asarray(codes, np.int64)
+    order = np.lexsort((-np.asarray(score, float), codes))
+    cs = codes[order]
+    n_groups = int(cs.max()) + 1 if cs.size else 0
+    start = np.searchsorted(cs, np.arange(n_groups))
+    rank = np.arange(cs.size) - start[cs]
+    top = rank < k
+    hits = np.bincount(cs[top], weights=y[order][top], minlength=n_groups)
+    denom = np.minimum(np.bincount(cs, minlength=n_groups), k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / denom
 
 
 def precision_at_k(y: np.ndarray, score: np.ndarray, groups: np.ndarray, k: int) -> float:
     """Mean over groups of the fraction of positives among each group's top-k rows by score
     (groups with fewer than k rows use all their rows as the denominator's cap: min(k, size))."""
-    y = np.asarray(y, float)
-    codes, order = _group_order(groups, score)
-    cs = codes[order]
-    start = np.searchsorted(cs, np.arange(cs.max() + 1 if cs.size else 0))
-    rank = np.arange(cs.size) - start[cs]
-    top = rank < k
-    hits = np.bincount(cs[top], weights=y[order][top], minlength=start.size)
-    denom = np.minimum(np.bincount(cs, minlength=start.size), k)
-    return float(np.mean(hits / denom)) if start.size else float("nan")
+    per_group = group_precision_at_k(y, score, group_codes(groups), k)
+    return float(np.mean(per_group)) if per_group.size else float("nan")
 
 
 def ndcg_at_k(y: np.ndarray, score: np.ndarray, groups: np.ndarray, k: int) -> float:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .data import entity_keys, feature_matrix, numeric_column
+from .index_map import FeatureIndexMap
 from .losses import get_loss
 from .spec import CoordinateSpec, GLMixSpec
 
@@ -37,22 +38,28 @@ class ModelError(ValueError):
 
 @dataclass
 class FixedEffectModel:
-    """Fixed-effect coefficients ``coef`` over ``features`` (posterior ``variance`` or None)."""
+    """Fixed-effect coefficients ``coef`` over ``features`` (posterior ``variance`` or None).
+
+    ``features`` is a ``FeatureIndexMap`` (a list of names or an Arrow string array is converted on
+    construction), so models with tens of millions of features hold no Python string per feature.
+    """
 
     spec: CoordinateSpec
-    features: list[str]
+    features: FeatureIndexMap
     coef: np.ndarray
     variance: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.features = FeatureIndexMap.coerce(self.features)
 
     def score(self, table: pa.Table) -> np.ndarray:
         X, _ = feature_matrix(table, self.spec.features, self.spec.feature_bags, self.spec.intercept,
                               vocabulary=self.features)
         return X @ self.coef
 
-    def lookup(self, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, features: FeatureIndexMap | pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(values, found mask) of the named features (warm start by feature name)."""
-        index = {f: i for i, f in enumerate(self.features)}
-        pos = np.array([index.get(f, -1) for f in features], dtype=np.int64)
+        pos = self.features.index_of(features)
         found = pos >= 0
         return np.where(found, self.coef[np.maximum(pos, 0)], 0.0), found
 
@@ -61,7 +68,7 @@ class FixedEffectModel:
         var = self.variance if self.variance is not None else np.full(n, np.nan)
         return pa.table({
             "coordinate": pa.array([self.spec.name] * n, pa.string()), "entity": pa.nulls(n, pa.string()),
-            "feature": pa.array(self.features, pa.string()), "value": pa.array(self.coef, pa.float64()),
+            "feature": self.features.names.cast(pa.string()), "value": pa.array(self.coef, pa.float64()),
             "variance": pa.array(var, pa.float64(), from_pandas=True),
         }, schema=COEFFICIENT_SCHEMA)
 
@@ -70,13 +77,14 @@ class FixedEffectModel:
 class RandomEffectModel:
     """Random-effect coefficients in sparse form: one row per (entity, feature) pair, sorted by key.
 
-    ``entity_ids``: string array of the entities; ``features``: feature names; ``pair_entity``/``pair_feature``
-    index into them; ``value``/``variance`` (NaN = not computed) per pair.
+    ``entity_ids``: string array of the entities; ``features``: feature names (a ``FeatureIndexMap``; lists
+    and Arrow arrays are converted); ``pair_entity``/``pair_feature`` index into them; ``value``/``variance``
+    (NaN = not computed) per pair.
     """
 
     spec: CoordinateSpec
     entity_ids: pa.Array
-    features: list[str]
+    features: FeatureIndexMap
     pair_entity: np.ndarray
     pair_feature: np.ndarray
     value: np.ndarray
@@ -84,6 +92,7 @@ class RandomEffectModel:
     keys: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        self.features = FeatureIndexMap.coerce(self.features)
         self.keys = self.pair_entity * max(len(self.features), 1) + self.pair_feature
         if self.keys.size and np.any(np.diff(self.keys) <= 0):
             order = np.argsort(self.keys, kind="stable")
@@ -97,7 +106,7 @@ class RandomEffectModel:
         """Build from long-form string columns (one entry per pair)."""
         ee = entity.cast(pa.string()).dictionary_encode()
         ff = feature.cast(pa.string()).dictionary_encode()
-        return cls(spec, ee.dictionary, ff.dictionary.to_pylist(),
+        return cls(spec, ee.dictionary, FeatureIndexMap.from_names(ff.dictionary, unique=True),
                    ee.indices.to_numpy(zero_copy_only=False).astype(np.int64),
                    ff.indices.to_numpy(zero_copy_only=False).astype(np.int64),
                    np.asarray(value, float), np.asarray(variance, float))
@@ -106,14 +115,13 @@ class RandomEffectModel:
     def n_entities(self) -> int:
         return len(self.entity_ids)
 
-    def lookup(self, entity_ids: pa.Array, features: list[str], pair_entity: np.ndarray,
+    def lookup(self, entity_ids: pa.Array, features: FeatureIndexMap | pa.Array | list[str], pair_entity: np.ndarray,
                pair_feature: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Values, variances and found mask of pairs given as (index into ``entity_ids``, index into
         ``features``): the warm-start match by entity ID and feature name."""
         ent_map = pc.index_in(entity_ids.cast(pa.string()), value_set=self.entity_ids)
         ent_map = ent_map.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        feat_index = {f: i for i, f in enumerate(self.features)}
-        feat_map = np.array([feat_index.get(f, -1) for f in features], dtype=np.int64)
+        feat_map = self.features.index_of(features)
         pe = ent_map[pair_entity] if pair_entity.size else pair_entity
         pf = feat_map[pair_feature] if pair_feature.size else pair_feature
         return self._find(pe, pf)
@@ -141,7 +149,7 @@ class RandomEffectModel:
         return pa.table({
             "coordinate": pa.array([self.spec.name] * n, pa.string()),
             "entity": self.entity_ids.take(pa.array(self.pair_entity)),
-            "feature": pa.array(self.features, pa.string()).take(pa.array(self.pair_feature)),
+            "feature": self.features.name_of(self.pair_feature).cast(pa.string()),
             "value": pa.array(self.value, pa.float64()),
             "variance": pa.array(self.variance, pa.float64(), from_pandas=True),
         }, schema=COEFFICIENT_SCHEMA)
@@ -230,7 +238,8 @@ def load_model(directory: str | Path) -> GLMixModel:
         variance = part.column("variance").to_numpy(zero_copy_only=False).astype(float)
         if cspec.type == "fixed":
             var = None if np.isnan(variance).all() else variance
-            coords[cspec.name] = FixedEffectModel(cspec, part.column("feature").to_pylist(), value, var)
+            coords[cspec.name] = FixedEffectModel(cspec, FeatureIndexMap.from_names(part.column("feature")), value,
+                                                  var)
         else:
             coords[cspec.name] = RandomEffectModel.from_pairs(
                 cspec, part.column("entity").combine_chunks(), part.column("feature").combine_chunks(),

@@ -149,6 +149,9 @@ class GLMixSpec:
             raise SpecError(f"variance must be one of {VARIANCES}; got variance={self.variance!r}")
         if not (self.sparsity_threshold >= 0):
             raise SpecError(f"sparsity_threshold must be >= 0; got {self.sparsity_threshold}")
+        from .evaluators import parse_all  # local: evaluators import this module
+
+        parse_all(self.evaluators)
         for c in self.coordinates:
             if c.down_sampling_rate < 1 and self.task != "logistic":
                 raise SpecError(f"coordinate {c.name!r}: down_sampling_rate needs task logistic (it keeps every "
@@ -173,6 +176,9 @@ class GLMixSpec:
         known = {"task", "response", "coordinates", "weight", "offset", "max_iterations", "tolerance", "uid",
                  "variance", "sparsity_threshold", "evaluators"}
         unknown = set(raw) - known
+        if "formula" in raw:
+            raise SpecError("this spec holds a 'formula', which needs the data's columns: resolve it with "
+                            "glmix_core.formula.spec_source(raw).resolve(table) (glmix fit and GLMix do this)")
         if unknown:
             raise SpecError(f"unknown spec fields {sorted(unknown)}; allowed: {sorted(known)}")
         coords_raw = raw.get("coordinates")

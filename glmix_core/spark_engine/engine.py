@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data import INTERCEPT, DataError, feature_matrix, numeric_column
+from ..index_map import FeatureIndexMap
 from ..losses import get_loss
 from ..model import FixedEffectModel, GLMixModel, RandomEffectModel
+from ..sparsity import sparsify
 from ..spec import GLMixSpec
 from . import random as random_effects
 from .accelerate import MEMORY, quadratic_terms, subspace_newton
@@ -32,6 +34,26 @@ from .fixed import DistributedFixed
 from .scores import route_home, route_to_layout
 
 log = logging.getLogger(__name__)
+
+
+def check_supported(spec: GLMixSpec) -> None:
+    """Refuse the spec's Photon-ML controls this engine does not implement (the local engine does), with a
+    DataError naming the option. Supported here: ``max_samples`` (hash-keyed, reweighted), ``uid``,
+    ``variance`` none/full and ``sparsity_threshold``."""
+    hint = "use the local engine (glmix_core.fit, or glmix fit without --engine spark)"
+    for c in spec.coordinates:
+        where = f"coordinate {c.name!r}"
+        if c.normalization != "none":
+            raise DataError(f"{where}: normalization {c.normalization!r} is not supported by the Spark engine; "
+                            f"set normalization: none or {hint}")
+        if c.down_sampling_rate < 1:
+            raise DataError(f"{where}: down_sampling_rate {c.down_sampling_rate} is not supported by the Spark "
+                            f"engine; {hint}")
+        if c.features_to_samples_ratio is not None:
+            raise DataError(f"{where}: features_to_samples_ratio is not supported by the Spark engine; {hint}")
+    if spec.variance == "simple":
+        raise DataError(f"variance 'simple' is not supported by the Spark engine (it computes 'full' or 'none'); "
+                        f"{hint}")
 
 
 def _check_options(spec: GLMixSpec, warm_start, lock, incremental) -> tuple[list[str], set[str], float]:
@@ -78,6 +100,7 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
     Raises ``DataError`` for unusable data or options, with what to change.
     """
     started = time.perf_counter()
+    check_supported(spec)
     if spark is None:
         from pyspark.sql import SparkSession
 
@@ -87,7 +110,7 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
     loss = get_loss(spec.task)
     rtol = spec.tolerance * 1e-3
 
-    columns = [spec.response] + [c for c in (spec.weight, spec.offset) if c]
+    columns = [spec.response] + [c for c in (spec.weight, spec.offset, spec.uid) if c]
     for c in spec.coordinates:
         columns += ([c.entity] if c.entity else []) + list(c.features) + list(c.feature_bags)
     columns = list(dict.fromkeys(columns))
@@ -99,25 +122,31 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
 
     fixed_spec = next((c for c in spec.coordinates if c.type == "fixed" and c.name not in lock), None)
     random_specs = [c for c in spec.coordinates if c.type == "random" and c.name not in lock]
-    vocab: list[str] = []
+    vocab = FeatureIndexMap.from_names([])
     if fixed_spec is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         bags = fixed_spec.feature_bags
 
-        def bag_names(table):
-            if not bags or table.num_rows == 0:
-                return set()
-            import pyarrow.compute as pc
-
-            names = set()
+        def bag_names(table) -> pa.Array:
+            """Distinct bag feature names of one partition (Arrow, no Python string per name)."""
+            parts = [pa.array([], pa.string())]
             for bag in bags:
-                if bag in table.column_names:
+                if bag in table.column_names and table.num_rows:
                     flat = pc.list_flatten(table.column(bag).combine_chunks())
-                    names |= set(pc.unique(pc.struct_field(flat, "name")).to_pylist())
-            return names
+                    parts.append(pc.unique(pc.struct_field(flat, "name")).cast(pa.string()))
+            return pc.unique(pa.concat_arrays(parts))
 
-        fixed_names = ([INTERCEPT] if fixed_spec.intercept else []) + list(fixed_spec.features)
-        distinct = tables.map(bag_names).treeReduce(lambda a, b: a | b) if bags else set()
-        vocab = fixed_names + sorted(set(distinct) - set(fixed_names) - {None})
+        def union(a: pa.Array, b: pa.Array) -> pa.Array:
+            return pc.unique(pa.concat_arrays([a, b]))
+
+        fixed_names = pa.array(([INTERCEPT] if fixed_spec.intercept else []) + list(fixed_spec.features), pa.string())
+        distinct = tables.map(bag_names).treeReduce(union).drop_null() if bags else pa.array([], pa.string())
+        extra = distinct.filter(pc.invert(pc.is_in(distinct, value_set=fixed_names)))
+        # same order as the local engine: numeric columns, then the other names sorted by code point; the
+        # lookup index is built here once and shipped with the map to every partition
+        vocab = FeatureIndexMap.from_names(pa.concat_arrays([fixed_names, extra.take(pc.sort_indices(extra))]))
 
     locked_models = {name: warm_start.coordinates[name] for name in lock}
     bc_locked = sc.broadcast(locked_models) if locked_models else None
@@ -193,7 +222,9 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
     log.info("start objective %.10g", value)
     history = []
     converged = False
-    accelerate = len(order) > 1 and (fixed is None or fixed.l1 == 0)
+    # as in the local engine, no subspace step when a random effect may fit a reweighted sample
+    accelerate = len(order) > 1 and (fixed is None or fixed.l1 == 0) and \
+        all(c.max_samples is None for c in random_specs)
     fixed_past: list[np.ndarray] = []
     past_scores: list = []
     sweep = 0
@@ -260,11 +291,15 @@ def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | Non
         elif fixed is not None and name == fixed.name:
             bc = sc.broadcast(fixed.coef)
             offsets = home.zip(total).map(lambda p, bc=bc: p[1] - p[0]["X"] @ bc.value)
-            out[name] = FixedEffectModel(cspec, list(vocab), fixed.coef.copy(), fixed.variances(offsets))
+            variance = fixed.variances(offsets) if spec.variance != "none" else None
+            out[name] = FixedEffectModel(cspec, vocab, fixed.coef.copy(), variance)
         else:
             routed = route_to_layout(keys, total, name, parts)
-            pieces = states[name].zip(routed).map(lambda p: random_effects.finalize(p, forgetting)).collect()
+            pieces = states[name].zip(routed).map(
+                lambda p: random_effects.finalize(p, forgetting, spec.variance)).collect()
             out[name] = random_effects.collect_model(cspec, pieces)
+        if name not in lock and spec.sparsity_threshold > 0:
+            out[name] = sparsify(out[name], spec.sparsity_threshold)
     for rdd in [home, keys, total, *past_scores, *states.values()]:  # total may be a view of past_scores[0]
         rdd.unpersist()
     meta = dict(metadata or {})

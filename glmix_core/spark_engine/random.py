@@ -20,6 +20,7 @@ from ..design import RandomDesign
 from ..fitting import active_rows, pc_index
 from ..losses import Loss
 from ..model import RandomEffectModel
+from ..sampling import entity_reweighting, row_keys
 from ..spec import CoordinateSpec, GLMixSpec
 from .accelerate import MEMORY, quadratic_terms
 from .blocks import entity_partitions, split_by
@@ -53,8 +54,7 @@ def build_layout(tables, spec: GLMixSpec, cspec: CoordinateSpec, loss: Loss, rto
     entity ID and feature name); with ``incremental`` they are also the prior (precision = γ / variance).
     """
     columns = ["_row_id", spec.response, cspec.entity, *cspec.features, *cspec.feature_bags]
-    if spec.weight:
-        columns.append(spec.weight)
+    columns += [c for c in (spec.weight, spec.uid) if c]
     columns = list(dict.fromkeys(columns))
 
     def split(table):
@@ -77,7 +77,13 @@ def build_layout(tables, spec: GLMixSpec, cspec: CoordinateSpec, loss: Loss, rto
         weight = numeric_column(table, spec.weight, "weight") if spec.weight else np.ones(table.num_rows)
         codes, ids = encode_entities(table, cspec.entity)
         Z, feats = feature_matrix(table, cspec.features, cspec.feature_bags, cspec.intercept)
-        design = RandomDesign(Z, codes, len(ids), active_rows(codes, len(ids), cspec), cspec.max_dense_features)
+        # active-data bound keyed by the uid column, else by the row id (partition << 32 | position)
+        keys = None
+        if cspec.max_samples is not None:
+            keys = row_keys(table, spec.uid) if spec.uid else table.column("_row_id").to_numpy().view(np.uint64)
+        fit_rows = active_rows(codes, len(ids), cspec, keys)
+        weight = weight * entity_reweighting(codes, len(ids), fit_rows)
+        design = RandomDesign(Z, codes, len(ids), fit_rows, cspec.max_dense_features, intercept=cspec.intercept)
         entity_ids = pa.array(ids, pa.string())
         coef0 = prior_mean = prior_prec = None
         if sub is not None:
@@ -166,7 +172,7 @@ def apply_subspace(state, c: np.ndarray):
                 past_steps=[values - state["start_values"], *state["past_steps"]][:MEMORY])
 
 
-def finalize(state_and_total, forgetting: float) -> pa.Table | None:
+def finalize(state_and_total, forgetting: float, variance_kind: str = "full") -> pa.Table | None:
     """The partition's coefficients in long form (entity, feature, value, variance), with posterior
     variances at the solution; an incremental update appends the previous pairs not refit (variance / γ)."""
     state, (ids, total) = state_and_total
@@ -175,7 +181,7 @@ def finalize(state_and_total, forgetting: float) -> pa.Table | None:
     if coord is not None:
         coord = _coordinate(coord)
         d = coord.design
-        variance = coord.variances(align(state["row_ids"], ids, total) - state["scores"])
+        variance = coord.variances(align(state["row_ids"], ids, total) - state["scores"], variance_kind)
         ent = state["entity_ids"].take(pa.array(d.pair_entity, pa.int64()))
         feat = pa.array(state["features"], pa.string()).take(pa.array(d.pair_col, pa.int64()))
         parts.append(pa.table({"entity": ent, "feature": feat, "value": coord.values, "variance": variance}))
