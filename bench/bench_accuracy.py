@@ -52,6 +52,25 @@ def filter_bag(bag: pa.ChunkedArray, prefixes: tuple[str, ...]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), items.filter(keep))
 
 
+def build_marketplace(settings: Settings, dss: list[str], timings: dict[str, float], **synth) -> dict:
+    """Generate the synthetic marketplace for days ``dss`` under ``settings.home`` (``synth``: keyword
+    arguments of ``generate_marketplace``), then validate and build features for every day with the pipeline's
+    own code; adds ``synth`` and ``features`` seconds to ``timings`` and returns the generator's summary."""
+    from pipeline.features import build_features
+    from pipeline.synth import generate_marketplace
+    from pipeline.validation import validate_day
+
+    t0 = time.perf_counter()
+    summary = generate_marketplace(settings.home, days=len(dss), start=dss[0], **synth)
+    timings["synth"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for ds in dss:
+        validate_day(ds, settings)
+        build_features(ds, settings)
+    timings["features"] = time.perf_counter() - t0
+    return summary
+
+
 def model_specs(l2_fixed: float, l2_member: float, l2_job: float, max_sweeps: int = 100) -> dict[str, GLMixSpec]:
     fixed = {"name": "global", "type": "fixed", "feature_bags": ["global"], "intercept": True, "l2": l2_fixed}
     member = {"name": "per_member", "type": "random", "entity": "member_id", "feature_bags": ["job_features"],
@@ -102,10 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     for noisy in ("py4j", "pyspark"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from pipeline.features import build_features
-    from pipeline.synth import generate_marketplace
     from pipeline.synth.policy import PolicyParameters
-    from pipeline.validation import validate_day
 
     policy_changes = {k: v for k, v in (("max_member_impressions", args.max_member_impressions),
                                         ("activity_sigma", args.activity_sigma)) if v is not None}
@@ -119,17 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
         summary = json.loads((home / "truth" / "summary.json").read_text())
         logging.info("reusing the marketplace and features under %s", home)
     else:
-        t0 = time.perf_counter()
-        summary = generate_marketplace(home, members=members, jobs=jobs, days=days, start=args.start,
-                                       seed=args.seed,
-                                       impressions_per_day=int(round(args.impressions_per_member * members)),
-                                       policy_params=policy)
-        timings["synth"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for ds in dss:
-            validate_day(ds, settings)
-            build_features(ds, settings)
-        timings["features"] = time.perf_counter() - t0
+        summary = build_marketplace(settings, dss, timings, members=members, jobs=jobs, seed=args.seed,
+                                    impressions_per_day=int(round(args.impressions_per_member * members)),
+                                    policy_params=policy)
 
     train = pa.concat_tables([read_partition(settings.layout.features("training", ds)) for ds in dss[:-1]])
     test = read_partition(settings.layout.features("training", dss[-1]))

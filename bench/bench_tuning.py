@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_accuracy import filter_bag, model_specs  # noqa: E402
+from bench_accuracy import build_marketplace, filter_bag, model_specs  # noqa: E402
 
 from glmix_core.tuning import bayesian_search, random_search  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
@@ -49,24 +49,13 @@ def marketplace(home: Path, *, members: int, jobs: int, days: int, start: str, s
     """(train = days 1..days-1, validation = the last day, timings) of a synthetic marketplace under ``home``,
     built by the pipeline (synth → validate → features) unless ``reuse`` finds it built. The random
     effects' feature bags keep only ``random_fields`` (bench_accuracy's default: the categorical fields)."""
-    from pipeline.features import build_features
-    from pipeline.synth import generate_marketplace
-    from pipeline.validation import validate_day
-
     settings = Settings.from_env(home=home)
     dss = [shift_ds(start, d) for d in range(days)]
     timings: dict[str, float] = {}
     if reuse and all(settings.layout.features("training", ds).is_dir() for ds in dss):
         log.info("reusing the marketplace and features under %s", home)
     else:
-        t0 = time.perf_counter()
-        generate_marketplace(home, members=members, jobs=jobs, days=days, start=start, seed=seed)
-        timings["synth"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for ds in dss:
-            validate_day(ds, settings)
-            build_features(ds, settings)
-        timings["features"] = time.perf_counter() - t0
+        build_marketplace(settings, dss, timings, members=members, jobs=jobs, seed=seed)
 
     def restrict(table: pa.Table) -> pa.Table:
         if random_fields:

@@ -36,7 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .spec import CoordinateSpec, GLMixSpec, SpecError
+from .spec import CoordinateSpec, GLMixSpec, SpecError, read_spec_mapping
 
 FIXED_NAME = "global"
 # GLMixSpec fields a formula spec may set directly (task, response and coordinates come from the formula)
@@ -529,18 +529,7 @@ def read_spec(path_or_text: str | Path) -> GLMixSpec | FormulaSpec:
 
 def read_spec_dict(path_or_text: str | Path) -> dict[str, Any]:
     """The raw mapping of a YAML/JSON spec file path or YAML text (same rules as ``GLMixSpec.from_yaml``)."""
-    import yaml
-
-    text = str(path_or_text)
-    path = Path(text)
-    if isinstance(path_or_text, Path) or ("\n" not in text and path.suffix.lower() in (".yaml", ".yml", ".json")):
-        if not path.is_file():
-            raise SpecError(f"spec file not found: {path}")
-        text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec is not valid YAML: {exc}") from None
+    raw = read_spec_mapping(path_or_text)
     if not isinstance(raw, dict):
         raise SpecError(f"a spec must be a mapping; got {type(raw).__name__} (a path that does not end in "
                         f".yaml/.yml/.json is read as YAML text)")

@@ -225,19 +225,7 @@ class GLMixSpec:
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> GLMixSpec:
         """Read a spec from a YAML (or JSON) file path, or from YAML text."""
-        import yaml
-
-        text = str(path_or_text)
-        path = Path(text)
-        if "\n" not in text and path.suffix.lower() in (".yaml", ".yml", ".json"):
-            if not path.is_file():
-                raise SpecError(f"spec file not found: {path}")
-            text = path.read_text()
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec is not valid YAML: {exc}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_spec_mapping(path_or_text))
 
     def to_dict(self) -> dict[str, Any]:
         """The plain-dict form (round-trips through ``from_dict``)."""
@@ -247,6 +235,23 @@ class GLMixSpec:
         out["coordinates"] = [{**c, "features": list(c["features"]), "feature_bags": list(c["feature_bags"])}
                               for c in out["coordinates"]]
         return json.loads(json.dumps(out))
+
+
+def read_spec_mapping(path_or_text: str | Path) -> Any:
+    """The parsed YAML of a spec: read from a file when given a ``Path`` or a one-line string ending in
+    .yaml/.yml/.json, else parsed as YAML text. Not checked to be a mapping (``from_dict`` does that)."""
+    import yaml
+
+    text = str(path_or_text)
+    path = Path(text)
+    if isinstance(path_or_text, Path) or ("\n" not in text and path.suffix.lower() in (".yaml", ".yml", ".json")):
+        if not path.is_file():
+            raise SpecError(f"spec file not found: {path}")
+        text = path.read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec is not valid YAML: {exc}") from None
 
 
 def _replace(obj, **changes):
