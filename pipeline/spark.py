@@ -30,13 +30,26 @@ def check_java() -> None:
         raise RuntimeError(JAVA_HELP)
 
 
+class Py4jRetryFilter(logging.Filter):
+    """Drops py4j's INFO record "Exception while sending command." logged before it retries on a fresh
+    connection (the failure it reports is retried; a failed retry is still logged at ERROR)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.WARNING and record.msg == "Exception while sending command."
+                    and "py4j" in record.pathname)
+
+
 def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
     """Return the active SparkSession or build one from ``settings`` (reused across calls in a process)."""
     from pyspark.sql import SparkSession
 
     # py4j logs a full traceback at INFO each time it transparently replaces a pooled gateway connection
-    # that the JVM closed while idle (it then retries and succeeds): keep that out of task logs.
+    # that the JVM closed while idle (it then retries and succeeds): keep that out of task logs. Its own
+    # loggers cover most messages; the retry one goes through logging.info, i.e. the root logger.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if not any(isinstance(f, Py4jRetryFilter) for f in root.filters):
+        root.addFilter(Py4jRetryFilter())
     check_java()
     settings = settings or Settings.from_env()
     active = SparkSession.getActiveSession()
