@@ -3,8 +3,10 @@
 
 One day of the job recommendation pipeline for the run's logical date `ds`:
 
-validate raw → build features → retrain the random effects (fixed effect locked; warm start from the
-previous day's model, or the promoted full model after a full retrain; or the incremental update) → gate on
+validate raw → build features → retrain the random effects (fixed effect locked; by default the incremental
+update: the day's rows with the previous model's posterior as the prior — the previous day's model, or the
+promoted full model after a full retrain; or `retrain_mode=warm_start`: refit on the day's rows from the
+previous coefficients with the spec's prior) → gate on
 the day's holdout (fails, and nothing is published, when AUC drops more than `gate_margin` below the previous
 model or coverage is too low) → update the Whoosh job index → retrieve the top `candidates_k` jobs per member →
 GLMix re-score to the top `top_n` → publish to Redis → verify with sample lookups → write
@@ -19,7 +21,7 @@ Bad input (a missing raw partition, a failed validation) and a failed gate fail 
 retries; other errors (e.g. Redis or Spark hiccups) are retried with exponential backoff.
 
 Trigger-form params: `top_n`, `candidates_k`, `skip_publish`, `engine` (local|spark: retrieval and, where available, training on Spark), `retrain_mode`
-(warm_start|incremental), `gate_margin`, `min_coverage`.
+(incremental|warm_start), `gate_margin`, `min_coverage`.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ with DAG(
             "where glmix_core has a Spark engine) on the Spark cluster of JOBREC_SPARK_MASTER",
         ),
         "retrain_mode": Param(
-            "warm_start",
-            enum=["warm_start", "incremental"],
-            description="refit random effects from yesterday's model, or update them with today's data",
+            "incremental",
+            enum=["incremental", "warm_start"],
+            description="incremental: update the random effects with today's rows, yesterday's posterior as the "
+            "prior; warm_start: refit them on today's rows alone, starting from yesterday's coefficients",
         ),
         "gate_margin": Param(
             0.01, type="number", minimum=0, maximum=1, description="max holdout AUC drop vs previous model"

@@ -70,7 +70,7 @@ def test_daily_dag_exposes_the_trigger_form_params(dagbag) -> None:
     params = dagbag.get_dag("jobrec_daily").params
     for name in ("top_n", "candidates_k", "skip_publish", "engine", "retrain_mode", "gate_margin"):
         assert name in params, name
-    assert params["retrain_mode"] == "warm_start"
+    assert params["retrain_mode"] == "incremental"
     assert params["skip_publish"] is False
     full = dagbag.get_dag("jobrec_full_retrain").params
     for name in ("window_days", "l2_grid", "engine", "gate_margin"):

@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     daily = kinds.add_parser("daily", help="refit the random effects for a day, fixed effect locked")
     daily.add_argument("--ds", required=True, help="the day, YYYY-MM-DD (needs its training features)")
-    daily.add_argument("--mode", choices=("warm_start", "incremental"), default="warm_start")
+    daily.add_argument("--mode", choices=("incremental", "warm_start"), default="incremental",
+                       help="incremental (default): the day's rows with the previous model's posterior as the "
+                            "prior; warm_start: refit on the day's rows alone from the previous coefficients")
     daily.add_argument("--engine", choices=("local", "spark"), default="local")
     daily.set_defaults(func=_train_daily)
 
