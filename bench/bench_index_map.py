@@ -137,17 +137,23 @@ def worker(kind: str, n: int, seed: int, path: str) -> dict:
     out["mean_name_length"] = round(float(pc.mean(pc.utf8_length(names)).as_py()), 1)
     gc.collect()
     reset_peak()
+
+    def held_memory() -> dict:
+        """RSS held after the build (all, anonymous) and its peak, relative to before the names existed: they
+        include the names (an Arrow array for the map, Python strings for the dict), not the queries."""
+        gc.collect()
+        held = status_kib()
+        q_mib = round(queries.nbytes / 2**20, 1)
+        return {"held_mib": mib(held["VmRSS"] - base["VmRSS"]) - q_mib,
+                "held_anon_mib": mib(held["RssAnon"] - base["RssAnon"]) - q_mib,
+                "peak_mib": mib(held["VmHWM"] - base["VmRSS"]) - q_mib}
+
     if kind == "map":
         t0 = time.perf_counter()
         fmap = FeatureIndexMap.from_names(names)
         out["build_seconds"] = time.perf_counter() - t0
         del names
-        gc.collect()
-        held = status_kib()
-        # held and peak are relative to before the names existed: they include the names (an Arrow array)
-        out["held_mib"] = mib(held["VmRSS"] - base["VmRSS"]) - round(queries.nbytes / 2**20, 1)
-        out["held_anon_mib"] = mib(held["RssAnon"] - base["RssAnon"]) - round(queries.nbytes / 2**20, 1)
-        out["peak_mib"] = mib(held["VmHWM"] - base["VmRSS"]) - round(queries.nbytes / 2**20, 1)
+        out.update(held_memory())
         out["structure_nbytes_mib"] = round(fmap.nbytes / 2**20, 1)
         t0 = time.perf_counter()
         idx = fmap.index_of(queries)
@@ -178,11 +184,7 @@ def worker(kind: str, n: int, seed: int, path: str) -> dict:
         del chunk
         out["build_seconds"] = time.perf_counter() - t0
         del names
-        gc.collect()
-        held = status_kib()
-        out["held_mib"] = mib(held["VmRSS"] - base["VmRSS"]) - round(queries.nbytes / 2**20, 1)
-        out["held_anon_mib"] = mib(held["RssAnon"] - base["RssAnon"]) - round(queries.nbytes / 2**20, 1)
-        out["peak_mib"] = mib(held["VmHWM"] - base["VmRSS"]) - round(queries.nbytes / 2**20, 1)
+        out.update(held_memory())
         t0 = time.perf_counter()
         as_list = queries.to_pylist()
         t1 = time.perf_counter()
