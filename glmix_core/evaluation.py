@@ -17,8 +17,6 @@ from .spec import GLMixSpec
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = {"log_loss", "rmse", "poisson_deviance", "objective", "smoothed_hinge_loss", "logistic_loss",
-                   "poisson_loss", "squared_loss"}
 BINARY_TASKS = ("logistic", "smoothed_hinge")
 
 
@@ -111,12 +109,3 @@ def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: di
     result.best.metadata.setdefault("metrics", {})["grid_search"] = {"metric": metric, "results": results}
     return result.best, results
 
-
-def _evaluator_or_none(name: str):
-    """The parsed evaluator of ``name``, or None when it is not an evaluator name."""
-    from .spec import SpecError
-
-    try:
-        return ev.parse(name)
-    except SpecError:
-        return None
