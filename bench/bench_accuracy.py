@@ -14,6 +14,7 @@ next to the oracle AUC (the true apply probabilities of the generating model on 
 
     .venv/bin/python bench/bench_accuracy.py            # small: 4k members x 1k jobs x 6 days
     .venv/bin/python bench/bench_accuracy.py --full     # 100k members x 20k jobs x 8 days
+    .venv/bin/python bench/bench_accuracy.py --tune 12  # each model's L2 by Bayesian search on day k-1
 """
 
 from __future__ import annotations
@@ -71,6 +72,20 @@ def build_marketplace(settings: Settings, dss: list[str], timings: dict[str, flo
     return summary
 
 
+def tuned_spec(spec: GLMixSpec, fit_part: pa.Table, validation: pa.Table, trials: int,
+               seed: int) -> tuple[GLMixSpec, dict]:
+    """``spec`` with the L2 of every coordinate chosen by Bayesian search (fit on ``fit_part``, validate on
+    ``validation`` by AUC). Returns the spec and ``{"l2", "validation_auc", "trials", "seconds"}``."""
+    from glmix_core.tuning import bayesian_search
+
+    box = {c.name: (1e-2, 1e3) for c in spec.coordinates}
+    t0 = time.perf_counter()
+    result = bayesian_search(spec, fit_part, validation, box, trials=trials, seed=seed, metric="auc")
+    best = result.best_trial
+    return spec.with_l2(best["l2"]), {"l2": best["l2"], "validation_auc": best["value"], "trials": trials,
+                                      "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def model_specs(l2_fixed: float, l2_member: float, l2_job: float, max_sweeps: int = 100) -> dict[str, GLMixSpec]:
     fixed = {"name": "global", "type": "fixed", "feature_bags": ["global"], "intercept": True, "l2": l2_fixed}
     member = {"name": "per_member", "type": "random", "entity": "member_id", "feature_bags": ["job_features"],
@@ -107,6 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--home", type=Path, help="data folder (default: a temporary one)")
     parser.add_argument("--l2", type=float, nargs=3, default=(1.0, 10.0, 10.0), metavar=("FIXED", "MEMBER", "JOB"),
                         help="L2 per coordinate (default 1 10 10: picked on a validation day)")
+    parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                        help="choose each model's L2 by Bayesian search (glmix_core.tuning) with this many trials: "
+                             "train on days 1..k-2, validate on day k-1 (log10 L2 in [-2, 3] per coordinate), then "
+                             "refit on days 1..k-1 with the best L2 and test on day k (default 0: use --l2)")
     parser.add_argument("--reuse", action="store_true",
                         help="with --home: reuse a marketplace and features built by an earlier run")
     parser.add_argument("--random-fields", nargs="*", default=["industry", "function", "seniority", "region"],
@@ -139,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     impressions_per_day=int(round(args.impressions_per_member * members)),
                                     policy_params=policy)
 
-    train = pa.concat_tables([read_partition(settings.layout.features("training", ds)) for ds in dss[:-1]])
+    train_days = [read_partition(settings.layout.features("training", ds)) for ds in dss[:-1]]
     test = read_partition(settings.layout.features("training", dss[-1]))
     def with_bags(table: pa.Table) -> pa.Table:
         table = table.append_column("cosine", filter_bag(table.column("global"), ("cos:",)))
@@ -150,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
                                          filter_bag(table.column(bag), prefixes))
         return table
 
-    train, test = with_bags(train), with_bags(test)
+    train_days, test = [with_bags(day) for day in train_days], with_bags(test)
+    train = pa.concat_tables(train_days)
     truth = read_partition(settings.layout.truth(dss[-1]))
     order = pc.index_in(test.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
     p_true = truth.column("p_apply").to_numpy()[order]
@@ -162,16 +182,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict[str, dict] = {}
     for name, spec in model_specs(*args.l2, max_sweeps=args.max_sweeps).items():
+        tuned = None
+        if args.tune:
+            spec, tuned = tuned_spec(spec, pa.concat_tables(train_days[:-1]), train_days[-1], args.tune, args.seed)
+            logging.info("%s: L2 %s chosen on validation day %d (AUC %.4f)", name, tuned["l2"], days - 1,
+                         tuned["validation_auc"])
         t0 = time.perf_counter()
         model = fit(spec, train)
         seconds = time.perf_counter() - t0
         score = model.score(test)
         results[name] = {"test_auc": metrics.auc(y_test, score), "fit_seconds": round(seconds, 2),
                          "sweeps": model.metadata["fit"]["sweeps"], "converged": model.metadata["fit"]["converged"]}
+        if tuned is not None:
+            results[name]["tuned"] = tuned
         logging.info("%s: test AUC %.4f (fit %.1f s)", name, results[name]["test_auc"], seconds)
 
     report = {
         "members": members, "jobs": jobs, "days": days, "seed": args.seed, "l2": list(args.l2),
+        "tune_trials": args.tune,
         "random_fields": args.random_fields,
         "train_rows": train.num_rows, "test_rows": test.num_rows,
         "impressions_per_member": args.impressions_per_member, "policy": dataclasses.asdict(policy),
