@@ -172,8 +172,7 @@ def compute(evaluators: Sequence[str | Evaluator], y: np.ndarray, score: np.ndar
             out[e.name] = metrics.aupr(y, score, w)
         elif e.metric == "rmse":
             prediction = get_loss(task).mean(score) if task else score
-            r = y - prediction
-            out[e.name] = float(np.sqrt(np.average(r * r, weights=w))) if y.size else float("nan")
+            out[e.name] = metrics.rmse(y, prediction, w) if y.size else float("nan")
         else:
             pointwise = get_loss(_LOSS_TASK[e.metric]).pointwise(y, score)
             out[e.name] = float(np.average(pointwise, weights=w)) if y.size else float("nan")

@@ -75,10 +75,10 @@ def log_loss(y: np.ndarray, prob: np.ndarray, eps: float = 1e-15) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def rmse(y: np.ndarray, prediction: np.ndarray) -> float:
-    """Root mean squared error."""
+def rmse(y: np.ndarray, prediction: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Root mean squared error (weighted by ``weight`` when given)."""
     r = np.asarray(y, float) - np.asarray(prediction, float)
-    return float(np.sqrt(np.mean(r * r)))
+    return float(np.sqrt(np.average(r * r, weights=weight)))
 
 
 def poisson_deviance(y: np.ndarray, mean: np.ndarray) -> float:

@@ -5,7 +5,7 @@ contribution on the validation rows, so scoring after an update costs one sparse
 ``X_val @ coef`` over the training vocabulary) or one ``bincount`` (random effect: every validation nonzero
 mapped to its (entity, feature) pair of the training design; pairs the training data lacks contribute 0).
 Locked coordinates are scored once from the warm-start model. Scorers take original-scale coefficients
-(``coord.to_original(params)`` when the coordinate fits in a normalized space). The tracker keeps a copy of
+(``coord.to_original(params)``, which converts from a normalized space where the coordinate fits in one). The tracker keeps a copy of
 every coordinate's parameters (as fitted) at the best value of the first evaluator seen so far (ties go to
 the later model).
 """
@@ -26,12 +26,6 @@ from .spec import CoordinateSpec, GLMixSpec
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[np.ndarray], np.ndarray]
-
-
-def original_params(coord) -> np.ndarray:
-    """A coordinate's current coefficients in the original feature scale."""
-    to_original = getattr(coord, "to_original", None)
-    return to_original(coord.params) if to_original is not None else coord.params
 
 
 def fixed_scorer(table: pa.Table, cspec: CoordinateSpec, features) -> Scorer:
@@ -102,7 +96,7 @@ class ValidationTracker:
                 previous = warm_start.coordinates[name] if name in incremental else None
                 self.scorers[name] = random_scorer(table, cspec, coord.design, extras[name]["entity_ids"],
                                                    extras[name]["features"], previous)
-            self.parts[name] = self.scorers[name](original_params(coord))
+            self.parts[name] = self.scorers[name](coord.to_original(coord.params))
         self.base = base
         self.history: list[dict] = []
         self.best: dict | None = None
@@ -116,7 +110,7 @@ class ValidationTracker:
         """Rescore the ``changed`` coordinates, evaluate, append to ``history`` and keep the parameters
         when the first evaluator is at least as good as the best so far. Returns the values."""
         for name in changed:
-            self.parts[name] = self.scorers[name](original_params(coords[name]))
+            self.parts[name] = self.scorers[name](coords[name].to_original(coords[name].params))
         values = ev.compute(self.evaluators, self.y, self.score(), task=self.task, groups=self.groups)
         self.history.append({"sweep": sweep, "coordinate": label, "metrics": values})
         log.info("sweep %d %s: validation %s", sweep, label,
