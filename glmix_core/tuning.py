@@ -82,7 +82,7 @@ def direction(metric: str) -> str:
     return "max"
 
 
-def validation_metrics(model: GLMixModel, validation: pa.Table, metric: str) -> tuple[float, dict]:
+def trial_metrics(model: GLMixModel, validation: pa.Table, metric: str) -> tuple[float, dict]:
     """(value of ``metric``, every metric computed) of ``model`` on ``validation``.
 
     When ``metric`` is an evaluator name (``glmix_core.evaluators``), computes it together with the task's
@@ -211,7 +211,7 @@ class _Runner:
         model = fit(spec, self.train, warm_start=self.previous, lock=self.lock)
         fit_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        value, scores = validation_metrics(model, self.validation, self.metric)
+        value, scores = trial_metrics(model, self.validation, self.metric)
         eval_seconds = time.perf_counter() - t0
         model.metadata.setdefault("metrics", {})["validation"] = scores
         signed = self.sign * value
