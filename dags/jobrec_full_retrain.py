@@ -4,8 +4,8 @@
 The periodic (default weekly) full GLMix retrain for the run's logical date `ds`:
 
 prepare the training window (validate raw and build features for any of the `window_days` days ending at
-`ds` that have none yet) → grid-search the L2 values and fit the full GLMix (fixed effect and both random
-effects) on the window, holding out the last day → gate against the currently promoted full model on the
+`ds` that have none yet) → choose the L2 of every coordinate by holdout AUC and fit the full GLMix (fixed
+effect and both random effects) on the window, holding out an impression-hash split → gate against the currently promoted full model on the
 same holdout → promote it (`models/current.json`), so the next daily runs warm-start from it → write
 `reports/ds=<ds>/full_retrain.json`.
 
@@ -13,7 +13,9 @@ Each task is one call into `pipeline`; the model is written atomically to `model
 rerunning the same `ds` replaces that version only. A failed gate fails the run without retries and the
 previously promoted model stays in place.
 
-Trigger-form params: `window_days`, `l2_grid`, `engine` (local|spark), `gate_margin`.
+Trigger-form params: `window_days`, `l2_search` (`bayesian`: one L2 per coordinate by Bayesian search over
+`tuning_trials` fits; `grid`: every value of `l2_grid` for all coordinates at once), `tuning_trials`,
+`l2_grid`, `engine` (local|spark), `gate_margin`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ DEFAULT_ARGS = default_args(
 
 with DAG(
     dag_id="jobrec_full_retrain",
-    description="training window → L2 grid search → full GLMix fit → gate → promote",
+    description="training window → per-coordinate L2 search → full GLMix fit → gate → promote",
     doc_md=__doc__,
     schedule="@weekly",
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
@@ -40,11 +42,19 @@ with DAG(
     tags=["jobrec", "periodic"],
     params={
         "window_days": Param(7, type="integer", minimum=1, maximum=90, description="days of training data"),
+        "l2_search": Param(
+            "bayesian",
+            enum=["bayesian", "grid"],
+            description="bayesian: one L2 per coordinate by Bayesian search; grid: the l2_grid values, shared",
+        ),
+        "tuning_trials": Param(
+            12, type="integer", minimum=1, maximum=200, description="fits the Bayesian L2 search may run"
+        ),
         "l2_grid": Param(
             [0.1, 1.0, 10.0],
             type="array",
             items={"type": "number", "exclusiveMinimum": 0},
-            description="L2 values tried for every coordinate (best holdout AUC wins)",
+            description="l2_search=grid: L2 values tried for every coordinate (best holdout AUC wins)",
         ),
         "engine": Param("local", enum=["local", "spark"], description="GLMix training engine"),
         "gate_margin": Param(
@@ -64,6 +74,8 @@ with DAG(
             ds,
             params,
             window_days=params["window_days"],
+            l2_search=params["l2_search"],
+            tuning_trials=params["tuning_trials"],
             l2_grid=[float(v) for v in params["l2_grid"]],
             engine=params["engine"],
         )

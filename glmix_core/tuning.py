@@ -30,7 +30,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ from .spec import GLMixSpec, SpecError
 log = logging.getLogger(__name__)
 
 METHODS = ("grid", "random", "bayesian")
+# fits one trial: fitter(spec, train, warm_start=..., lock=...) -> GLMixModel (default: glmix_core.fit)
+Fitter = Callable[..., GLMixModel]
 OUTPUT_MODES = ("best", "all")
 # names of ``glmix_core.evaluation.evaluate`` (the fallback for metrics that are not evaluator names) that
 # are better when lower
@@ -175,7 +177,7 @@ class _Runner:
 
     def __init__(self, spec: GLMixSpec, train: pa.Table, validation: pa.Table, *, method: str, metric: str,
                  searched: Sequence[str], warm_start: GLMixModel | None, lock: Sequence[str],
-                 out: str | Path | None, output_mode: str):
+                 out: str | Path | None, output_mode: str, fitter: Fitter | None = None):
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}; got {output_mode!r}")
         for name in searched:
@@ -187,6 +189,7 @@ class _Runner:
         self.method, self.metric, self.direction = method, metric, direction(metric)
         self.sign = 1.0 if self.direction == "max" else -1.0
         self.previous, self.lock = warm_start, list(lock)
+        self.fitter = fitter
         self.output_mode = output_mode
         self.out = Path(out) if out is not None else None
         self.trials: list[dict] = []
@@ -204,11 +207,13 @@ class _Runner:
         """Fit and evaluate one trial; returns its metric value."""
         from .fitting import fit
 
+        fitter = self.fitter or (lambda spec, train, *, warm_start, lock: fit(spec, train, warm_start=warm_start,
+                                                                              lock=lock))
         number = len(self.trials) + 1
         l2 = {name: float(value) for name, value in l2.items()}
         spec = self.spec.with_l2(l2)
         t0 = time.perf_counter()
-        model = fit(spec, self.train, warm_start=self.previous, lock=self.lock)
+        model = fitter(spec, self.train, warm_start=self.previous, lock=self.lock)
         fit_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         value, scores = trial_metrics(model, self.validation, self.metric)
@@ -266,7 +271,8 @@ class _Runner:
 
 def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: dict[str, Sequence[float]], *,
                 metric: str = "auc", warm_start: GLMixModel | None = None, lock: Sequence[str] = (),
-                out: str | Path | None = None, output_mode: str = "best") -> TuningResult:
+                out: str | Path | None = None, output_mode: str = "best",
+                fitter: Fitter | None = None) -> TuningResult:
     """Fit every combination of the per-coordinate L2 lists in ``grid`` (cross product, in
     ``itertools.product`` order of ``grid``'s keys) and pick the best by ``metric`` on ``validation``.
     The first trial warm-starts from ``warm_start`` (if given), every later one from the previous trial."""
@@ -281,7 +287,7 @@ def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: di
             raise ValueError(f"grid for coordinate {name!r} is empty")
         lists.append(values)
     runner = _Runner(spec, train, validation, method="grid", metric=metric, searched=names,
-                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode)
+                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
     for combo in itertools.product(*lists):
         runner.run(dict(zip(names, combo, strict=True)), "grid")
     return runner.finish()
@@ -313,7 +319,7 @@ def _to_l2(names: list[str], lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> d
 def random_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, ranges: dict[str, tuple[float, float]],
                   *, trials: int = 20, seed: int = 0, metric: str = "auc", warm_start: GLMixModel | None = None,
                   lock: Sequence[str] = (), out: str | Path | None = None,
-                  output_mode: str = "best") -> TuningResult:
+                  output_mode: str = "best", fitter: Fitter | None = None) -> TuningResult:
     """``trials`` fits at L2 values drawn log-uniformly and independently per coordinate in
     ``ranges[name] = (low, high)`` (``low == high`` pins a coordinate). Reproducible: the points depend on
     ``seed`` only, and the first k points are the same for any ``trials >= k``."""
@@ -321,7 +327,7 @@ def random_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, ranges
         raise ValueError(f"trials must be >= 1; got {trials}")
     names, lo, hi = _box(ranges)
     runner = _Runner(spec, train, validation, method="random", metric=metric, searched=names,
-                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode)
+                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
     for l2 in random_points(ranges, trials, seed):
         runner.run(l2, "random")
     return runner.finish()
@@ -431,7 +437,7 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
                     metric: str = "auc", n_initial: int | None = None, n_candidates: int = 4096,
                     xi: float = 0.01, polish: bool = True, warm_start: GLMixModel | None = None,
                     lock: Sequence[str] = (), out: str | Path | None = None,
-                    output_mode: str = "best") -> TuningResult:
+                    output_mode: str = "best", fitter: Fitter | None = None) -> TuningResult:
     """Bayesian optimisation of the validation ``metric`` over log10 L2 in ``ranges`` (see ``propose``).
 
     The first ``n_initial`` trials (default ``min(trials, max(3, d + 1))`` for d searched coordinates) are
@@ -445,7 +451,7 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
     d = len(names)
     n_initial = min(trials, max(3, int(free.sum()) + 1)) if n_initial is None else min(max(int(n_initial), 1), trials)
     runner = _Runner(spec, train, validation, method="bayesian", metric=metric, searched=names,
-                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode)
+                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
     U = list(_initial_points(seed, n_initial, d))
     for u in U:
         runner.run(_to_l2(names, lo, hi, u), "initial")
@@ -467,11 +473,14 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
 def tune(spec: GLMixSpec, train: pa.Table, validation: pa.Table, *, method: str = "bayesian",
          l2: dict[str, Any], trials: int = 20, metric: str = "auc", seed: int = 0,
          warm_start: GLMixModel | None = None, lock: Sequence[str] = (), out: str | Path | None = None,
-         output_mode: str = "best", **options: Any) -> TuningResult:
+         output_mode: str = "best", fitter: Fitter | None = None, **options: Any) -> TuningResult:
     """One entry point for the three searches. ``l2`` maps coordinate → list of values (``grid``) or
     ``(low, high)`` range (``random``/``bayesian``). ``options`` go to ``bayesian_search`` (``n_initial``,
-    ``n_candidates``, ``xi``, ``polish``). ``trials`` is ignored by ``grid`` (every combination is fitted)."""
-    common = {"metric": metric, "warm_start": warm_start, "lock": lock, "out": out, "output_mode": output_mode}
+    ``n_candidates``, ``xi``, ``polish``). ``trials`` is ignored by ``grid`` (every combination is fitted).
+    ``fitter`` replaces ``glmix_core.fit`` for every trial (e.g. the Spark engine); it is called as
+    ``fitter(spec, train, warm_start=model_or_None, lock=[...])`` and returns a ``GLMixModel``."""
+    common = {"metric": metric, "warm_start": warm_start, "lock": lock, "out": out, "output_mode": output_mode,
+              "fitter": fitter}
     if method == "grid":
         return grid_search(spec, train, validation, l2, **common)
     if method == "random":

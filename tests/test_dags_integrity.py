@@ -73,7 +73,7 @@ def test_daily_dag_exposes_the_trigger_form_params(dagbag) -> None:
     assert params["retrain_mode"] == "incremental"
     assert params["skip_publish"] is False
     full = dagbag.get_dag("jobrec_full_retrain").params
-    for name in ("window_days", "l2_grid", "engine", "gate_margin"):
+    for name in ("window_days", "l2_search", "tuning_trials", "l2_grid", "engine", "gate_margin"):
         assert name in full, name
 
 

@@ -69,7 +69,7 @@ def trained_home(settings):
         # Day 3 sees only the first 100 members: the rest must keep their effects in incremental mode.
         members = 100 if index == 2 else N_MEMBERS
         write_partition(settings.layout.features("training", ds), training_day(index, members=members))
-    training.train_full(DAYS[0], settings, window_days=1, l2_grid=[1.0, 10.0])
+    training.train_full(DAYS[0], settings, window_days=1, l2_search="grid", l2_grid=[1.0, 10.0])
     training.promote(DAYS[0], settings)
     return settings
 
@@ -123,7 +123,7 @@ def test_daily_chain_locks_the_fixed_effect_and_warm_starts_from_full_then_the_d
 def test_a_newer_promoted_full_model_takes_over_the_chain(trained_home) -> None:
     settings = trained_home
     training.train_daily(DAYS[1], settings)
-    training.train_full(DAYS[1], settings, window_days=2, l2_grid=[1.0])
+    training.train_full(DAYS[1], settings, window_days=2, l2_search="grid", l2_grid=[1.0])
     training.promote(DAYS[1], settings)
     result = training.train_daily(DAYS[2], settings)
     assert result["parent"] == "full-2024-03-02"
@@ -196,16 +196,43 @@ def test_missing_training_features_name_the_task_to_run(settings) -> None:
 
 def test_full_retrain_grid_search_gate_and_forward_only_promotion(trained_home) -> None:
     settings = trained_home
-    result = training.train_full(DAYS[2], settings, window_days=3, l2_grid=[0.1, 1.0, 100.0])
+    result = training.train_full(DAYS[2], settings, window_days=3, l2_search="grid", l2_grid=[0.1, 1.0, 100.0])
     assert result["version"] == "full-2024-03-03" and result["days"] == 3
-    assert [row["l2"] for row in result["grid"]] == [0.1, 1.0, 100.0]
-    assert result["holdout_auc"] == max(row["holdout_auc"] for row in result["grid"])
+    # a grid value is shared by every coordinate
+    assert [set(row["l2"].values()) for row in result["trials"]] == [{0.1}, {1.0}, {100.0}]
+    assert result["holdout_auc"] == max(row["holdout_auc"] for row in result["trials"])
     gated = training.gate_full(DAYS[2], settings, margin=0.05)
     assert gated["current"] == "full-2024-03-01"
     assert training.promote(DAYS[2], settings)["promoted"] is True
     # Promoting an older retrain (a backfill of the periodic DAG) leaves the newer model promoted.
     assert training.promote(DAYS[0], settings)["promoted"] is False
     assert training.current_full(settings)["version"] == "full-2024-03-03"
+
+
+def test_full_retrain_bayesian_search_keeps_the_best_per_coordinate_l2_by_holdout_auc(trained_home) -> None:
+    settings = trained_home
+    result = training.train_full(DAYS[2], settings, window_days=3, tuning_trials=5, l2_range=(0.1, 100.0), seed=3)
+    assert result["l2_search"] == "bayesian" and len(result["trials"]) == 5
+    coordinates = {c.name for c in training.load_spec().coordinates}
+    for row in result["trials"]:
+        assert set(row["l2"]) == coordinates and all(0.1 <= v <= 100.0 for v in row["l2"].values())
+    # each coordinate gets its own value (the shared grid cannot), and the best trial is the one kept
+    assert len(set(result["trials"][0]["l2"].values())) == len(coordinates)
+    best = max(result["trials"], key=lambda row: row["holdout_auc"])
+    assert result["l2"] == best["l2"] and result["holdout_auc"] == best["holdout_auc"]
+    saved = training.load_model(settings.layout.model_full(result["version"]))
+    assert {c.name: c.l2 for c in saved.spec.coordinates} == pytest.approx(best["l2"])
+    _, holdout = training.split_holdout(training._window_table(DAYS[2], settings, 3)[0])
+    assert training.holdout_auc(saved, holdout) == pytest.approx(result["holdout_auc"], abs=1e-12)
+    lineage = training.read_lineage(settings.layout.model_full(result["version"]))
+    assert lineage["l2_search"] == "bayesian" and lineage["trials"] == result["trials"]
+    # the same seed proposes the same trials
+    again = training.train_full(DAYS[2], settings, window_days=3, tuning_trials=5, l2_range=(0.1, 100.0), seed=3)
+    assert [row["l2"] for row in again["trials"]] == [row["l2"] for row in result["trials"]]
+    with pytest.raises(ValueError, match="l2_search must be one of"):
+        training.train_full(DAYS[2], settings, window_days=3, l2_search="anneal")
+    with pytest.raises(ValueError, match="l2_range must be"):
+        training.train_full(DAYS[2], settings, window_days=3, l2_range=(10.0, 1.0))
 
 
 def test_run_report_keeps_task_results_and_flattens_counts_metrics_and_timings(settings) -> None:

@@ -21,7 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     full = kinds.add_parser("full", help="fit the full GLMix on a window, gate it and promote it")
     full.add_argument("--ds", required=True, help="last day of the training window, YYYY-MM-DD")
     full.add_argument("--window-days", type=int, default=7)
-    full.add_argument("--l2-grid", default="0.1,1,10", help="comma-separated L2 values (default 0.1,1,10)")
+    full.add_argument("--l2-search", choices=("bayesian", "grid"), default="bayesian",
+                      help="bayesian (default): one L2 per coordinate by Bayesian search on the holdout; grid: try "
+                           "each --l2-grid value for all coordinates at once")
+    full.add_argument("--tuning-trials", type=int, default=12, help="fits of the Bayesian search (default 12)")
+    full.add_argument("--l2-range", default="0.01:1000", metavar="LO:HI",
+                      help="log-uniform L2 box of the Bayesian search, per coordinate (default 0.01:1000)")
+    full.add_argument("--l2-grid", default="0.1,1,10",
+                      help="--l2-search grid: comma-separated L2 values (default 0.1,1,10)")
     full.add_argument("--engine", choices=("local", "spark"), default="local")
     full.add_argument("--margin", type=float, default=0.01, help="gate: max AUC drop vs the promoted model")
     full.add_argument("--no-promote", action="store_true", help="train and gate only")
@@ -54,10 +61,15 @@ def _train_full(args: argparse.Namespace) -> int:
         grid = [float(v) for v in args.l2_grid.split(",") if v.strip()]
     except ValueError as exc:
         raise ValueError(f"--l2-grid must be comma-separated numbers; got {args.l2_grid!r}") from exc
+    try:
+        low, high = (float(v) for v in args.l2_range.split(":"))
+    except ValueError as exc:
+        raise ValueError(f"--l2-range must be LO:HI, e.g. 0.01:1000; got {args.l2_range!r}") from exc
     settings = Settings.from_env()
     result = {"prepare_window": prepare_window(args.ds, settings, window_days=args.window_days)}
     result["train_full"] = train_full(
-        args.ds, settings, window_days=args.window_days, l2_grid=grid, engine=args.engine
+        args.ds, settings, window_days=args.window_days, l2_grid=grid, engine=args.engine,
+        l2_search=args.l2_search, tuning_trials=args.tuning_trials, l2_range=(low, high),
     )
     result["gate"] = gate_full(args.ds, settings, margin=args.margin, window_days=args.window_days)
     if not args.no_promote:
