@@ -8,7 +8,8 @@ for AUC/AUPR/precision/NDCG, lower for losses and RMSE).
 - ``grid_search``: the cross product of per-coordinate L2 lists.
 - ``random_search``: ``trials`` points drawn log-uniformly in per-coordinate ``(low, high)`` ranges, seeded.
 - ``bayesian_search``: a Gaussian process (Matern 5/2 + white noise, normalised targets) over log10 L2 in
-  the same box, starting from the first ``n_initial`` points of ``random_search`` with the same seed, then
+  the same box, starting from optional given ``start_points`` and the first ``n_initial`` points of
+  ``random_search`` with the same seed, then
   proposing each next point by maximising expected improvement over a few thousand random candidates (plus
   perturbations of the best points) and a short L-BFGS-B polish.
 
@@ -333,6 +334,17 @@ def random_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, ranges
     return runner.finish()
 
 
+def _to_unit(names: list[str], lo: np.ndarray, hi: np.ndarray, l2: dict[str, float]) -> np.ndarray:
+    """L2 per coordinate → unit-cube point (inverse of ``_to_l2``); every value must lie in its range."""
+    if set(l2) != set(names):
+        raise ValueError(f"a start point needs an L2 for exactly the searched coordinates {names}; got {sorted(l2)}")
+    logs = np.array([math.log10(float(l2[n])) if float(l2[n]) > 0 else -np.inf for n in names])
+    if np.any(logs < lo - 1e-12) or np.any(logs > hi + 1e-12):
+        raise ValueError(f"start point {l2} lies outside the L2 ranges")
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.clip((logs - lo) / span, 0.0, 1.0)
+
+
 def _initial_points(seed: int, n: int, d: int) -> np.ndarray:
     """The seeded unit-cube points shared by random search and Bayesian search's initial design."""
     return np.random.default_rng(seed).random((n, d))
@@ -437,26 +449,30 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
                     metric: str = "auc", n_initial: int | None = None, n_candidates: int = 4096,
                     xi: float = 0.01, polish: bool = True, warm_start: GLMixModel | None = None,
                     lock: Sequence[str] = (), out: str | Path | None = None,
-                    output_mode: str = "best", fitter: Fitter | None = None) -> TuningResult:
+                    output_mode: str = "best", fitter: Fitter | None = None,
+                    start_points: Sequence[dict[str, float]] = ()) -> TuningResult:
     """Bayesian optimisation of the validation ``metric`` over log10 L2 in ``ranges`` (see ``propose``).
 
-    The first ``n_initial`` trials (default ``min(trials, max(3, d + 1))`` for d searched coordinates) are
-    exactly ``random_search``'s first points for the same ``seed``; each later trial fits a Gaussian process
-    to every trial so far and runs the point of maximal expected improvement. Coordinates with
-    ``low == high`` are pinned and left out of the GP. Every proposal lies inside the box."""
+    ``start_points`` (L2 per searched coordinate, inside the box) run first, e.g. values known to work; then
+    ``n_initial`` trials (default ``min(trials, max(3, d + 1))`` for d searched coordinates, less the start
+    points) that are exactly ``random_search``'s first points for the same ``seed``; each later trial fits a
+    Gaussian process to every trial so far and runs the point of maximal expected improvement. Coordinates
+    with ``low == high`` are pinned and left out of the GP. Every proposal lies inside the box."""
     if trials < 1:
         raise ValueError(f"trials must be >= 1; got {trials}")
     names, lo, hi = _box(ranges)
     free = hi > lo
     d = len(names)
+    starts = [_to_unit(names, lo, hi, point) for point in start_points][:trials]
     n_initial = min(trials, max(3, int(free.sum()) + 1)) if n_initial is None else min(max(int(n_initial), 1), trials)
+    n_initial = max(min(n_initial, trials) - len(starts), 0)
     runner = _Runner(spec, train, validation, method="bayesian", metric=metric, searched=names,
                      warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
-    U = list(_initial_points(seed, n_initial, d))
-    for u in U:
-        runner.run(_to_l2(names, lo, hi, u), "initial")
+    U = starts + list(_initial_points(seed, n_initial, d))
+    for i, u in enumerate(U):
+        runner.run(_to_l2(names, lo, hi, u), "start" if i < len(starts) else "initial")
     rng = np.random.default_rng([seed, 1])
-    for _ in range(trials - n_initial):
+    for _ in range(trials - len(U)):
         points = np.array(U)
         if free.any():
             u_free, ei = propose(points[:, free], runner.signed_values(), rng, n_candidates=n_candidates, xi=xi,
@@ -476,7 +492,8 @@ def tune(spec: GLMixSpec, train: pa.Table, validation: pa.Table, *, method: str 
          output_mode: str = "best", fitter: Fitter | None = None, **options: Any) -> TuningResult:
     """One entry point for the three searches. ``l2`` maps coordinate → list of values (``grid``) or
     ``(low, high)`` range (``random``/``bayesian``). ``options`` go to ``bayesian_search`` (``n_initial``,
-    ``n_candidates``, ``xi``, ``polish``). ``trials`` is ignored by ``grid`` (every combination is fitted).
+    ``n_candidates``, ``xi``, ``polish``, ``start_points``). ``trials`` is ignored by ``grid`` (every
+    combination is fitted).
     ``fitter`` replaces ``glmix_core.fit`` for every trial (e.g. the Spark engine); it is called as
     ``fitter(spec, train, warm_start=model_or_None, lock=[...])`` and returns a ``GLMixModel``."""
     common = {"metric": metric, "warm_start": warm_start, "lock": lock, "out": out, "output_mode": output_mode,

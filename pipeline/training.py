@@ -476,8 +476,10 @@ def train_full(
         def fitter(trial_spec, rows, *, warm_start, lock):
             return _fit(trial_spec, rows, warm_start=warm_start, lock=lock, engine=engine, settings=settings)
 
+        # the shared grid values start the search, so it keeps the grid's best unless it finds better
+        starts = [{c.name: v for c in spec.coordinates} for v in grid if low <= v <= high]
         result = bayesian_search(spec, train, holdout, {c.name: (low, high) for c in spec.coordinates},
-                                 trials=tuning_trials, seed=seed, metric="auc", fitter=fitter)
+                                 trials=tuning_trials, seed=seed, metric="auc", fitter=fitter, start_points=starts)
         model, l2, auc = result.best, result.best_trial["l2"], result.best_trial["value"]
         trials = [{"l2": t["l2"], "holdout_auc": t["value"]} for t in result.trials]
     version = full_version(ds)

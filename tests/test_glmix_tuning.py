@@ -61,6 +61,23 @@ def test_a_custom_fitter_fits_every_trial_with_its_l2_and_the_previous_model(dat
     assert result.best_trial["value"] == max(t["value"] for t in result.trials)
 
 
+def test_bayesian_search_runs_its_start_points_first_then_proposes(data):
+    spec, train, validation = data
+    box = {"per_member": (0.1, 100.0), "per_job": (0.1, 100.0)}
+    starts = [{"per_member": v, "per_job": v} for v in (1.0, 10.0)]
+    result = bayesian_search(spec, train, validation, box, trials=5, seed=2, start_points=starts)
+    for trial, start in zip(result.trials[:2], starts, strict=True):
+        assert trial["l2"] == pytest.approx(start)
+    assert [t["proposal"] for t in result.trials] == ["start", "start", "initial", "expected_improvement",
+                                                       "expected_improvement"]
+    # the random initial point is random search's first point for the seed
+    assert result.trials[2]["l2"] == pytest.approx(random_points(box, 1, seed=2)[0])
+    with pytest.raises(ValueError, match="outside the L2 ranges"):
+        bayesian_search(spec, train, validation, box, trials=2, start_points=[{"per_member": 1e4, "per_job": 1.0}])
+    with pytest.raises(ValueError, match="exactly the searched coordinates"):
+        bayesian_search(spec, train, validation, box, trials=2, start_points=[{"per_member": 1.0}])
+
+
 def test_grid_covers_the_cross_product_and_picks_the_best(data):
     spec, train, validation = data
     grid = {"per_member": [0.01, 1.0, 100.0], "per_job": [0.1, 10.0]}
