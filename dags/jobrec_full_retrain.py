@@ -13,9 +13,9 @@ Each task is one call into `pipeline`; the model is written atomically to `model
 rerunning the same `ds` replaces that version only. A failed gate fails the run without retries and the
 previously promoted model stays in place.
 
-Trigger-form params: `window_days`, `l2_search` (`bayesian`: one L2 per coordinate by Bayesian search over
-`tuning_trials` fits; `grid`: every value of `l2_grid` for all coordinates at once), `tuning_trials`,
-`l2_grid`, `engine` (local|spark), `gate_margin`.
+Trigger-form params: `window_days`, `l2_search` (`grid`: every value of `l2_grid` for all coordinates at
+once; `bayesian`: one L2 per coordinate by Bayesian search over `tuning_trials` fits, starting from the grid
+values), `tuning_trials`, `l2_grid`, `engine` (local|spark), `gate_margin`.
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ with DAG(
     params={
         "window_days": Param(7, type="integer", minimum=1, maximum=90, description="days of training data"),
         "l2_search": Param(
-            "bayesian",
-            enum=["bayesian", "grid"],
-            description="bayesian: one L2 per coordinate by Bayesian search; grid: the l2_grid values, shared",
+            "grid",
+            enum=["grid", "bayesian"],
+            description="grid: each l2_grid value for all coordinates; bayesian: one L2 per coordinate, "
+            "searched from the grid values on (tuning_trials fits)",
         ),
         "tuning_trials": Param(
-            12, type="integer", minimum=1, maximum=200, description="fits the Bayesian L2 search may run"
+            12, type="integer", minimum=1, maximum=200, description="l2_search=bayesian: fits the search may run"
         ),
         "l2_grid": Param(
             [0.1, 1.0, 10.0],

@@ -54,7 +54,7 @@ def home(tmp_path_factory, redis_server):
         patch.setenv("JOBREC_SPARK_SHUFFLE_PARTITIONS", "4")
         patch.setenv("JOBREC_SPARK_DRIVER_MEMORY", "2g")
         generate_marketplace(root, members=300, jobs=120, days=6, start=START, seed=11, impressions_per_day=4000)
-        full = run_dag("jobrec_full_retrain", D1, {"window_days": 1, "tuning_trials": 4})
+        full = run_dag("jobrec_full_retrain", D1, {"window_days": 1, "l2_grid": [1.0, 10.0]})
         assert full["state"] == "success", full
         yield Settings.from_env()
 

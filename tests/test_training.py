@@ -211,13 +211,15 @@ def test_full_retrain_grid_search_gate_and_forward_only_promotion(trained_home) 
 
 def test_full_retrain_bayesian_search_keeps_the_best_per_coordinate_l2_by_holdout_auc(trained_home) -> None:
     settings = trained_home
-    result = training.train_full(DAYS[2], settings, window_days=3, tuning_trials=5, l2_range=(0.1, 100.0), seed=3)
+    result = training.train_full(DAYS[2], settings, window_days=3, l2_search="bayesian", l2_grid=[1.0],
+                                 tuning_trials=5, l2_range=(0.1, 100.0), seed=3)
     assert result["l2_search"] == "bayesian" and len(result["trials"]) == 5
     coordinates = {c.name for c in training.load_spec().coordinates}
     for row in result["trials"]:
         assert set(row["l2"]) == coordinates and all(0.1 <= v <= 100.0 for v in row["l2"].values())
-    # each coordinate gets its own value (the shared grid cannot), and the best trial is the one kept
-    assert len(set(result["trials"][0]["l2"].values())) == len(coordinates)
+    # the grid value starts the search, then each coordinate gets its own value; the best trial is kept
+    assert set(result["trials"][0]["l2"].values()) == {1.0}
+    assert len(set(result["trials"][1]["l2"].values())) == len(coordinates)
     best = max(result["trials"], key=lambda row: row["holdout_auc"])
     assert result["l2"] == best["l2"] and result["holdout_auc"] == best["holdout_auc"]
     saved = training.load_model(settings.layout.model_full(result["version"]))
@@ -227,12 +229,13 @@ def test_full_retrain_bayesian_search_keeps_the_best_per_coordinate_l2_by_holdou
     lineage = training.read_lineage(settings.layout.model_full(result["version"]))
     assert lineage["l2_search"] == "bayesian" and lineage["trials"] == result["trials"]
     # the same seed proposes the same trials
-    again = training.train_full(DAYS[2], settings, window_days=3, tuning_trials=5, l2_range=(0.1, 100.0), seed=3)
+    again = training.train_full(DAYS[2], settings, window_days=3, l2_search="bayesian", l2_grid=[1.0],
+                                tuning_trials=5, l2_range=(0.1, 100.0), seed=3)
     assert [row["l2"] for row in again["trials"]] == [row["l2"] for row in result["trials"]]
     with pytest.raises(ValueError, match="l2_search must be one of"):
         training.train_full(DAYS[2], settings, window_days=3, l2_search="anneal")
     with pytest.raises(ValueError, match="l2_range must be"):
-        training.train_full(DAYS[2], settings, window_days=3, l2_range=(10.0, 1.0))
+        training.train_full(DAYS[2], settings, window_days=3, l2_search="bayesian", l2_range=(10.0, 1.0))
 
 
 def test_run_report_keeps_task_results_and_flattens_counts_metrics_and_timings(settings) -> None:

@@ -21,14 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     full = kinds.add_parser("full", help="fit the full GLMix on a window, gate it and promote it")
     full.add_argument("--ds", required=True, help="last day of the training window, YYYY-MM-DD")
     full.add_argument("--window-days", type=int, default=7)
-    full.add_argument("--l2-search", choices=("bayesian", "grid"), default="bayesian",
-                      help="bayesian (default): one L2 per coordinate by Bayesian search on the holdout; grid: try "
-                           "each --l2-grid value for all coordinates at once")
+    full.add_argument("--l2-search", choices=("grid", "bayesian"), default="grid",
+                      help="grid (default): try each --l2-grid value for all coordinates at once; bayesian: one L2 "
+                           "per coordinate by Bayesian search on the holdout, starting from the grid values")
     full.add_argument("--tuning-trials", type=int, default=12, help="fits of the Bayesian search (default 12)")
     full.add_argument("--l2-range", default="0.01:1000", metavar="LO:HI",
                       help="log-uniform L2 box of the Bayesian search, per coordinate (default 0.01:1000)")
     full.add_argument("--l2-grid", default="0.1,1,10",
-                      help="--l2-search grid: comma-separated L2 values (default 0.1,1,10)")
+                      help="comma-separated L2 values: the grid, and the Bayesian search's start (default 0.1,1,10)")
     full.add_argument("--engine", choices=("local", "spark"), default="local")
     full.add_argument("--margin", type=float, default=0.01, help="gate: max AUC drop vs the promoted model")
     full.add_argument("--no-promote", action="store_true", help="train and gate only")
