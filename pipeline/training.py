@@ -439,7 +439,7 @@ def train_full(
     for data whose coordinates want clearly different priors. Every fit warm-starts from the previous one and
     runs on ``engine``.
 
-    Writes ``models/full/full-<ds>/`` atomically and returns ``{"version", "l2" (per coordinate),
+    Writes ``models/full/full-<ds>/`` atomically and returns ``{"version", "l2" (per coordinate), "l2.<coordinate>",
     "holdout_auc", "trials", "l2_search", "rows", "holdout_rows", "days"}``. The holdout is the same
     impression-hash split as the daily runs.
     """
@@ -498,7 +498,10 @@ def train_full(
         "metrics": metrics,
     }
     _save_model(model, settings.layout.model_full(version), lineage)
-    return {**metrics, "version": version, "days": len(present), "l2_search": l2_search, "trials": trials}
+    # per-coordinate numbers too, so the run report's flat metrics keep the chosen L2 (``train_full.l2.global``)
+    per_coordinate = {f"l2.{name}": value for name, value in l2.items()}
+    return {**metrics, **per_coordinate, "version": version, "days": len(present), "l2_search": l2_search,
+            "trials": trials}
 
 
 def gate_full(ds: str, settings: Settings, margin: float = 0.01, window_days: int = 7) -> dict:

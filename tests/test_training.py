@@ -222,6 +222,9 @@ def test_full_retrain_bayesian_search_keeps_the_best_per_coordinate_l2_by_holdou
     assert len(set(result["trials"][1]["l2"].values())) == len(coordinates)
     best = max(result["trials"], key=lambda row: row["holdout_auc"])
     assert result["l2"] == best["l2"] and result["holdout_auc"] == best["holdout_auc"]
+    written = write_run_report(DAYS[2], settings, {"train_full": result}, name="full_retrain")
+    metrics = json.loads(open(written["path"]).read())["metrics"]
+    assert {f"train_full.l2.{name}" for name in coordinates} <= set(metrics)
     saved = training.load_model(settings.layout.model_full(result["version"]))
     assert {c.name: c.l2 for c in saved.spec.coordinates} == pytest.approx(best["l2"])
     _, holdout = training.split_holdout(training._window_table(DAYS[2], settings, 3)[0])
