@@ -463,14 +463,19 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
     names, lo, hi = _box(ranges)
     free = hi > lo
     d = len(names)
-    starts = [_to_unit(names, lo, hi, point) for point in start_points][:trials]
+    starts = [_to_unit(names, lo, hi, point) for point in start_points][:trials]  # validates each point
+    start_l2 = [{n: float(point[n]) for n in names} for point in list(start_points)[:trials]]
     n_initial = min(trials, max(3, int(free.sum()) + 1)) if n_initial is None else min(max(int(n_initial), 1), trials)
     n_initial = max(min(n_initial, trials) - len(starts), 0)
     runner = _Runner(spec, train, validation, method="bayesian", metric=metric, searched=names,
                      warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
     U = starts + list(_initial_points(seed, n_initial, d))
     for i, u in enumerate(U):
-        runner.run(_to_l2(names, lo, hi, u), "start" if i < len(starts) else "initial")
+        # start points run with their exact values (the unit-cube round trip would perturb the last digits)
+        if i < len(starts):
+            runner.run(start_l2[i], "start")
+        else:
+            runner.run(_to_l2(names, lo, hi, u), "initial")
     rng = np.random.default_rng([seed, 1])
     for _ in range(trials - len(U)):
         points = np.array(U)
