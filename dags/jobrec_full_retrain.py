@@ -4,10 +4,10 @@
 The periodic (default weekly) full GLMix retrain for the run's logical date `ds`:
 
 prepare the training window (validate raw and build features for any of the `window_days` days ending at
-`ds` that have none yet) → choose the L2 of every coordinate by holdout AUC and fit the full GLMix (fixed
-effect and both random effects) on the window, holding out an impression-hash split → gate against the currently promoted full model on the
-same holdout → promote it (`models/current.json`), so the next daily runs warm-start from it → write
-`reports/ds=<ds>/full_retrain.json`.
+`ds` that have none yet) → choose the L2 by holdout AUC and fit the full GLMix (fixed effect and both random
+effects) on the window, holding out an impression-hash split → gate against the currently promoted full
+model on the same holdout → promote it (`models/current.json`), so the next daily runs warm-start from it →
+write `reports/ds=<ds>/full_retrain.json`.
 
 Each task is one call into `pipeline`; the model is written atomically to `models/full/full-<ds>/`, so
 rerunning the same `ds` replaces that version only. A failed gate fails the run without retries and the
@@ -32,7 +32,7 @@ DEFAULT_ARGS = default_args(
 
 with DAG(
     dag_id="jobrec_full_retrain",
-    description="training window → per-coordinate L2 search → full GLMix fit → gate → promote",
+    description="training window → L2 search → full GLMix fit → gate → promote",
     doc_md=__doc__,
     schedule="@weekly",
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
@@ -55,7 +55,8 @@ with DAG(
             [0.1, 1.0, 10.0],
             type="array",
             items={"type": "number", "exclusiveMinimum": 0},
-            description="l2_search=grid: L2 values tried for every coordinate (best holdout AUC wins)",
+            description="L2 values tried for every coordinate (best holdout AUC wins); with l2_search=bayesian "
+            "the search's start points",
         ),
         "engine": Param("local", enum=["local", "spark"], description="GLMix training engine"),
         "gate_margin": Param(
