@@ -94,23 +94,25 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def truth_columns(table: pa.Table, truth: pa.Table, *names: str) -> list[np.ndarray]:
+    """The generator's truth columns ``names`` (e.g. ``p_apply``) aligned to ``table``'s rows by impression ID."""
+    order = pc.index_in(table.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
+    return [truth.column(name).to_numpy()[order] for name in names]
+
+
 def with_truth_offsets(table: pa.Table, truth: pa.Table) -> pa.Table:
     """``table`` plus the generating model's ``true_global`` logit (fixed part with the intercept) and
     ``true_random`` logit (the random effects' part) per row, matched by impression ID."""
-    order = pc.index_in(table.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
-    full = logit(truth.column("p_apply").to_numpy()[order])
-    fixed = logit(truth.column("p_global").to_numpy()[order])
+    p_apply, p_global = truth_columns(table, truth, "p_apply", "p_global")
+    full, fixed = logit(p_apply), logit(p_global)
     return table.append_column("true_global", pa.array(fixed)).append_column("true_random", pa.array(full - fixed))
 
 
 def decomposition_specs(full: GLMixSpec) -> dict[str, GLMixSpec]:
     """GLMix-Full refit with half of the truth as offset: ``random effects only`` keeps an unpenalised global
     intercept (the offset's calibration) and the random effects; ``global only`` keeps the global coordinate."""
-    raw = {"task": full.task, "response": full.response, "max_iterations": full.max_iterations,
-           "tolerance": full.tolerance}
-    coords = {c.name: dataclasses.asdict(c) for c in full.coordinates}
-    for c in coords.values():
-        c["features"], c["feature_bags"] = list(c["features"]), list(c["feature_bags"])
+    raw = full.to_dict()
+    coords = {c["name"]: c for c in raw["coordinates"]}
     intercept_only = dict(coords["global"], features=[], feature_bags=[], l2=0.0)
     return {
         "random effects only (true global offset)": GLMixSpec.from_dict(
@@ -209,12 +211,11 @@ def main(argv: list[str] | None = None) -> dict:
     train_days, test = [with_bags(day) for day in train_days], with_bags(test)
     train = pa.concat_tables(train_days)
     truth = read_partition(settings.layout.truth(dss[-1]))
-    order = pc.index_in(test.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
-    p_true = truth.column("p_apply").to_numpy()[order]
+    (p_true,) = truth_columns(test, truth, "p_apply")
     y_test = test.column("label").to_numpy()
     oracle = metrics.auc(y_test, p_true)
     # the truth without its random effects: the ceiling of a model with global features only
-    oracle_global = (metrics.auc(y_test, truth.column("p_global").to_numpy()[order])
+    oracle_global = (metrics.auc(y_test, truth_columns(test, truth, "p_global")[0])
                      if "p_global" in truth.column_names else None)
 
     results: dict[str, dict] = {}

@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.compute as pc
-from bench_accuracy import build_marketplace
+from bench_accuracy import build_marketplace, truth_columns
 
 from glmix_core import metrics
 from pipeline import training
@@ -59,9 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
                           impressions_per_day=3 * args.members)
     test = read_partition(settings.layout.features("training", dss[-1]))
     truth = read_partition(settings.layout.truth(dss[-1]))
-    order = pc.index_in(test.column("impression_id"), value_set=truth.column("impression_id")).to_numpy()
     y = test.column("label").to_numpy()
-    oracle = metrics.auc(y, truth.column("p_apply").to_numpy()[order])
+    oracle = metrics.auc(y, truth_columns(test, truth, "p_apply")[0])
 
     results: dict[str, dict] = {}
     for search in ("grid", "bayesian"):

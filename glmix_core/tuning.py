@@ -172,6 +172,13 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _default_fitter(spec: GLMixSpec, train: pa.Table, *, warm_start: GLMixModel | None,
+                    lock: Sequence[str]) -> GLMixModel:
+    from .fitting import fit
+
+    return fit(spec, train, warm_start=warm_start, lock=lock)
+
+
 class _Runner:
     """Runs trials one after another (each warm-started from the previous model), keeps the best model and
     writes trial rows / models when an output folder is given."""
@@ -190,7 +197,7 @@ class _Runner:
         self.method, self.metric, self.direction = method, metric, direction(metric)
         self.sign = 1.0 if self.direction == "max" else -1.0
         self.previous, self.lock = warm_start, list(lock)
-        self.fitter = fitter
+        self.fitter = fitter or _default_fitter
         self.output_mode = output_mode
         self.out = Path(out) if out is not None else None
         self.trials: list[dict] = []
@@ -206,15 +213,11 @@ class _Runner:
 
     def run(self, l2: dict[str, float], proposal: str, **extra: Any) -> float:
         """Fit and evaluate one trial; returns its metric value."""
-        from .fitting import fit
-
-        fitter = self.fitter or (lambda spec, train, *, warm_start, lock: fit(spec, train, warm_start=warm_start,
-                                                                              lock=lock))
         number = len(self.trials) + 1
         l2 = {name: float(value) for name, value in l2.items()}
         spec = self.spec.with_l2(l2)
         t0 = time.perf_counter()
-        model = fitter(spec, self.train, warm_start=self.previous, lock=self.lock)
+        model = self.fitter(spec, self.train, warm_start=self.previous, lock=self.lock)
         fit_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         value, scores = trial_metrics(model, self.validation, self.metric)
@@ -463,7 +466,7 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
     names, lo, hi = _box(ranges)
     free = hi > lo
     d = len(names)
-    starts = [_to_unit(names, lo, hi, point) for point in start_points][:trials]  # validates each point
+    starts = [_to_unit(names, lo, hi, point) for point in start_points][:trials]  # validates every point
     start_l2 = [{n: float(point[n]) for n in names} for point in list(start_points)[:trials]]
     n_initial = min(trials, max(3, int(free.sum()) + 1)) if n_initial is None else min(max(int(n_initial), 1), trials)
     n_initial = max(min(n_initial, trials) - len(starts), 0)
