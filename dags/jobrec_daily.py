@@ -1,27 +1,45 @@
 """
 # jobrec_daily
 
-One day of the job recommendation pipeline for the run's logical date `ds`:
+One finished day of the job recommendation pipeline. The run's logical date is the day `ds` it processes, in
+every kind of run: the scheduled run created just after midnight UTC processes the day that just ended
+(the run of 2026-12-02 00:00 has ds=2026-12-01); a manual trigger processes the day of its logical date; a
+backfill "from 2024-01-02 to 2024-01-04" processes exactly those three days, one run each.
 
-validate raw → build features → retrain the random effects (fixed effect locked; by default the incremental
-update: the day's rows with the previous model's posterior as the prior — the previous day's model, or the
-promoted full model after a full retrain; or `retrain_mode=warm_start`: refit on the day's rows from the
-previous coefficients with the spec's prior) → gate on
-the day's holdout (fails, and nothing is published, when AUC drops more than `gate_margin` below the previous
-model or coverage is too low) → update the Whoosh job index → retrieve the top `candidates_k` jobs per member →
+wait for the day's raw data to land → validate raw → build features → retrain the random effects (fixed
+effect locked; by default the incremental update: the day's rows with the parent model's posterior as the
+prior; or `retrain_mode=warm_start`: refit on the day's rows from the parent's coefficients) → gate on the
+day's holdout (fails, and nothing is published, when AUC drops more than `gate_margin` below the parent or
+coverage is too low) → update the Whoosh job index → retrieve the top `candidates_k` jobs per member →
 GLMix re-score to the top `top_n` → publish to Redis → verify with sample lookups → write
 `reports/ds=<ds>/run.json`.
 
-Every task is one call into `pipeline` with the run's `ds`, and writes only that day's partitions, so a
-rerun of a day replaces that day's outputs and nothing else. `max_active_runs=1` and `depends_on_past` on
-the retrain task make backfills run in date order (each day warm-starts from the day before). The serving
-store's pointer only moves forward in `ds`: a backfill of past days never replaces the lists members see.
+**Late data waits.** The first task waits (reschedule mode: no worker slot held) until every raw table's
+partition of `ds` has its `_SUCCESS` marker, looking every `raw_poke_interval_seconds`; after
+`raw_wait_timeout_seconds` the run fails naming the missing tables and paths. A waiting run does not block
+others: up to two non-backfill runs (a scheduled one waiting for data and a manual one) run at a time, and
+backfills count on their own.
 
-Bad input (a missing raw partition, a failed validation) and a failed gate fail the task at once without
-retries; other errors (e.g. Redis or Spark hiccups) are retried with exponential backoff.
+**Order and parents.** A backfill runs its days one at a time in date order (the Backfill dialog's default
+max active runs, 1). Each day's random effects start from the newest model before that day: the previous
+day's daily model, or a promoted full model trained on a window ending before the day, whichever is newer
+(a model the gate stopped is skipped). The parent is recorded in the model and the run report. When the day
+before has no model yet (and no newer full model covers it), retrain fails naming the day to run first;
+a model of a later day is never used. All three of the dialog's reprocess choices ("Missing Runs",
+"Missing and Errored Runs", "All Runs") work.
 
-Trigger-form params: `top_n`, `candidates_k`, `skip_publish`, `engine` (local|spark: retrieval and, where available, training on Spark), `retrain_mode`
-(incremental|warm_start), `gate_margin`, `min_coverage`.
+Every task is one call into `pipeline` with the run's `ds` and writes only that day's partitions, so a
+rerun of a day replaces that day's outputs and nothing else. The serving store's pointer only moves forward
+in `ds`: a backfill of past days is published for inspection and never replaces the lists members see, nor
+evicts the versions rollback needs.
+
+Bad input (a failed validation, bad params, a missing parent) and a failed gate fail the task at once
+without retries; other errors (e.g. Redis or Spark hiccups) are retried with exponential backoff.
+
+Trigger-form params: `top_n` and `candidates_k` (defaults from `JOBREC_TOP_N`, `JOBREC_CANDIDATES_K`),
+`skip_publish`, `engine` (local|spark: retrieval and training on Spark), `retrain_mode`
+(incremental|warm_start), `gate_margin`, `min_coverage`, `raw_poke_interval_seconds` and
+`raw_wait_timeout_seconds` (defaults from `JOBREC_RAW_POKE_INTERVAL_SECONDS`, `JOBREC_RAW_WAIT_TIMEOUT_SECONDS`).
 """
 
 from __future__ import annotations
@@ -30,8 +48,10 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, task
 
-from pipeline.dag_defaults import default_args, run_step
+from pipeline.dag_defaults import daily_schedule, default_args, run_step, settings_defaults, wait_params
+from pipeline.dag_sensors import RawDataLandedSensor
 
+SETTINGS = settings_defaults()
 DEFAULT_ARGS = default_args(
     retry_delay=dt.timedelta(minutes=1), max_retry_delay=dt.timedelta(minutes=15), gate_outcome="the model is not published"
 )
@@ -40,16 +60,21 @@ with DAG(
     dag_id="jobrec_daily",
     description="validate → features → retrain → gate → index → retrieve → re-score → publish → verify",
     doc_md=__doc__,
-    schedule="@daily",
+    schedule=daily_schedule(),
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    max_active_runs=1,
+    # A scheduled run may wait hours for late data; a second slot lets a manual run proceed meanwhile.
+    # Backfills are limited by their own max_active_runs (1 in the UI's dialog), so they run in date order.
+    max_active_runs=2,
     default_args=DEFAULT_ARGS,
     tags=["jobrec", "daily"],
     params={
-        "top_n": Param(100, type="integer", minimum=1, maximum=1000, description="jobs kept per member"),
+        "top_n": Param(
+            SETTINGS.top_n, type="integer", minimum=1, maximum=1000, description="jobs kept per member (JOBREC_TOP_N)"
+        ),
         "candidates_k": Param(
-            1000, type="integer", minimum=1, maximum=10000, description="first-stage candidates per member"
+            SETTINGS.candidates_k, type="integer", minimum=1, maximum=10000,
+            description="first-stage candidates per member (JOBREC_CANDIDATES_K)",
         ),
         "skip_publish": Param(False, type="boolean", description="compute everything, publish nothing"),
         "engine": Param(
@@ -70,6 +95,7 @@ with DAG(
         "min_coverage": Param(
             0.5, type="number", minimum=0, maximum=1, description="min share of holdout rows with a member effect"
         ),
+        **wait_params(SETTINGS),
     },
 ) as dag:
 
@@ -81,7 +107,7 @@ with DAG(
     def build_features(ds=None, params=None) -> dict:
         return run_step("pipeline.features:build_features", ds, params)
 
-    @task(depends_on_past=True)
+    @task
     def retrain(ds=None, params=None) -> dict:
         return run_step(
             "pipeline.training:train_daily", ds, params, mode=params["retrain_mode"], engine=params["engine"]
@@ -122,6 +148,7 @@ with DAG(
     def run_report(results: dict, ds=None, params=None) -> dict:
         return run_step("pipeline.report:write_run_report", ds, params, results=results)
 
+    landed = RawDataLandedSensor(task_id="wait_for_raw_data")
     validated = validate_raw()
     features = build_features()
     trained = retrain()
@@ -132,7 +159,7 @@ with DAG(
     published = publish()
     verified = verify()
 
-    validated >> features >> trained >> gated >> scored
+    landed >> validated >> features >> trained >> gated >> scored
     features >> indexed >> candidates >> scored
     scored >> published >> verified
     run_report(

@@ -1,10 +1,15 @@
 """
 # jobrec_full_retrain
 
-The periodic (default weekly) full GLMix retrain for the run's logical date `ds`:
+The periodic (weekly) full GLMix retrain on the `window_days` days ending at the run's logical date `ds`.
+The scheduled run is created on Sundays at 00:00 UTC for the Saturday that just ended (the run of
+2026-11-29 00:00 has ds=2026-11-28 and, with the default 7 days, the window 2026-11-22..2026-11-28): the
+window always ends on the last finished day. A manual trigger trains on the window ending at its logical
+date; a backfill creates one run per Saturday in its range.
 
-prepare the training window (validate raw and build features for any of the `window_days` days ending at
-`ds` that have none yet) → choose the L2 by holdout AUC and fit the full GLMix (fixed effect and both random
+wait for the raw data of `ds` to land (as in `jobrec_daily`: `raw_poke_interval_seconds`,
+`raw_wait_timeout_seconds`) → prepare the training window (validate raw and build features for any of the
+`window_days` days ending at `ds` that have none yet) → choose the L2 by holdout AUC and fit the full GLMix (fixed effect and both random
 effects) on the window, holding out an impression-hash split → gate against the currently promoted full
 model on the same holdout → promote it (`models/current.json`), so the next daily runs warm-start from it →
 write `reports/ds=<ds>/full_retrain.json`.
@@ -24,7 +29,8 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, task
 
-from pipeline.dag_defaults import default_args, run_step
+from pipeline.dag_defaults import default_args, run_step, settings_defaults, wait_params, weekly_schedule
+from pipeline.dag_sensors import RawDataLandedSensor
 
 DEFAULT_ARGS = default_args(
     retry_delay=dt.timedelta(minutes=2), max_retry_delay=dt.timedelta(minutes=30), gate_outcome="the model is not promoted"
@@ -34,10 +40,10 @@ with DAG(
     dag_id="jobrec_full_retrain",
     description="training window → L2 search → full GLMix fit → gate → promote",
     doc_md=__doc__,
-    schedule="@weekly",
+    schedule=weekly_schedule(),
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=2,  # a scheduled run waiting for late data must not block a manual run
     default_args=DEFAULT_ARGS,
     tags=["jobrec", "periodic"],
     params={
@@ -62,6 +68,7 @@ with DAG(
         "gate_margin": Param(
             0.01, type="number", minimum=0, maximum=1, description="max holdout AUC drop vs the current model"
         ),
+        **wait_params(settings_defaults()),
     },
 ) as dag:
 
@@ -69,7 +76,7 @@ with DAG(
     def prepare_window(ds=None, params=None) -> dict:
         return run_step("pipeline.training:prepare_window", ds, params, window_days=params["window_days"])
 
-    @task(depends_on_past=True)
+    @task
     def train_full(ds=None, params=None) -> dict:
         return run_step(
             "pipeline.training:train_full",
@@ -94,9 +101,10 @@ with DAG(
     def run_report(results: dict, ds=None, params=None) -> dict:
         return run_step("pipeline.report:write_run_report", ds, params, results=results, name="full_retrain")
 
+    landed = RawDataLandedSensor(task_id="wait_for_raw_data")
     window = prepare_window()
     trained = train_full()
     gated = gate()
     promoted = promote()
-    window >> trained >> gated >> promoted
+    landed >> window >> trained >> gated >> promoted
     run_report({"prepare_window": window, "train_full": trained, "gate": gated, "promote": promoted})

@@ -1,4 +1,8 @@
-"""What the jobrec DAGs share: the retry policy, the default task arguments and the task → pipeline call.
+"""What the jobrec DAGs share: schedules, the retry policy, default task arguments, the params that mirror
+settings, and the task → pipeline call.
+
+Schedules follow finished-day semantics: a run's logical date is the day it processes, and a scheduled run is
+created only after that day has ended (the data of a day lands after the day ends).
 
 Bad input (a missing raw partition, a failed validation, bad params) and a failed quality gate fail a task at
 once with the pipeline's own message; other errors (Redis or Spark hiccups) are retried with exponential
@@ -9,6 +13,50 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+
+# Trigger-form params of the raw-data sensor: (poke interval, timeout), in seconds.
+WAIT_PARAMS = ("raw_poke_interval_seconds", "raw_wait_timeout_seconds")
+
+
+def daily_schedule():
+    """Every day at 00:00 UTC, for the day that just ended: ``CronDataIntervalTimetable``, whose logical date
+    is the start of its data interval. The run created at 2026-12-02 00:00 processes ds=2026-12-01, and a
+    backfill "from 2024-01-02 to 2024-01-04" creates exactly the runs of those three days."""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+
+
+def weekly_schedule():
+    """Sundays at 00:00 UTC, for the week that ends with the Saturday that just ended: a cron trigger whose
+    one-day data interval makes that Saturday the logical date (the run of 2026-11-29 00:00 has
+    ds=2026-11-28, so its training window ends on the last finished day)."""
+    from airflow.sdk import CronTriggerTimetable
+
+    return CronTriggerTimetable("0 0 * * 0", timezone="UTC", interval=dt.timedelta(days=1))
+
+
+def settings_defaults():
+    """The environment's :class:`~pipeline.config.Settings`: trigger-form params that mirror a setting
+    (``top_n`` ← ``JOBREC_TOP_N``, …) default to it, read when the DAG file is parsed."""
+    from pipeline.config import Settings
+
+    return Settings.from_env()
+
+
+def wait_params(settings) -> dict:
+    """The sensor's trigger-form params, defaulting to ``settings`` (see :data:`WAIT_PARAMS`)."""
+    from airflow.sdk import Param
+
+    poke, timeout = WAIT_PARAMS
+    return {
+        poke: Param(settings.raw_poke_interval_seconds, type="number", minimum=1,
+                    description="seconds between looks for the day's landed raw data (JOBREC_RAW_POKE_INTERVAL_SECONDS)"),
+        timeout: Param(settings.raw_wait_timeout_seconds, type="number", minimum=0,
+                       description="seconds to wait for late raw data before the run fails naming what is "
+                       "missing (JOBREC_RAW_WAIT_TIMEOUT_SECONDS)"),
+    }
+
 
 # Exceptions a retry cannot fix (dotted names, matched by Airflow's ExceptionRetryPolicy).
 BAD_INPUT_ERRORS = ["builtins.FileNotFoundError", "builtins.ValueError", "builtins.KeyError", "builtins.ImportError"]

@@ -119,10 +119,21 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def write_partition(target: Path, table: pa.Table, *, name: str = "part-00000.parquet") -> Path:
-    """Atomically replace the partition folder ``target`` with one Parquet file holding ``table``."""
+LANDED_MARKER = "_SUCCESS"
+
+
+def write_partition(
+    target: Path, table: pa.Table, *, name: str = "part-00000.parquet", landed_marker: bool = False
+) -> Path:
+    """Atomically replace the partition folder ``target`` with one Parquet file holding ``table``.
+
+    ``landed_marker`` also writes the empty ``_SUCCESS`` file that marks a raw partition as completely landed
+    (what the daily DAG's sensor waits for); it appears together with the data, in the same rename.
+    """
     with atomic_directory(target) as tmp:
         pq.write_table(table, tmp / name, compression="zstd")
+        if landed_marker:
+            (tmp / LANDED_MARKER).touch()
     return target
 
 

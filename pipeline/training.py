@@ -123,39 +123,83 @@ def full_version(ds: str) -> str:
     return f"full-{ds}"
 
 
-def resolve_parent(ds: str, settings: Settings) -> dict:
-    """The model today's daily retrain warm-starts from: ``{"kind", "version", "path", "base_full"}``.
+PROMOTED_FILE = "promoted.json"
 
-    Yesterday's daily model, unless a full model newer than yesterday's chain (and not trained on days after
-    ``ds``) has been promoted since; the promoted full model when there is no daily model for yesterday.
+
+def promoted_full_models(settings: Settings) -> list[dict]:
+    """Every full model that passed its gate and was promoted at some point, oldest ``ds`` first:
+    ``[{"version", "ds", "path"}]``. A promotion leaves ``promoted.json`` in the model's folder (a rerun of
+    that retrain replaces the folder, so it must be promoted again); the pointer ``current.json`` counts too.
     """
-    from pipeline.storage import shift_ds
-
+    root = settings.home / "models" / "full"
+    found = {}
+    if root.is_dir():
+        for model_dir in root.iterdir():
+            if (model_dir / PROMOTED_FILE).exists() and (model_dir / "model.json").exists():
+                lineage = read_lineage(model_dir)
+                found[lineage["version"]] = {"version": lineage["version"], "ds": lineage["ds"], "path": str(model_dir)}
     current = current_full(settings)
-    previous_dir = settings.layout.model_daily(shift_ds(ds, -1))
+    if current is not None and current["version"] not in found and Path(current["path"]).exists():
+        found[current["version"]] = {"version": current["version"], "ds": current["ds"], "path": current["path"]}
+    return sorted(found.values(), key=lambda m: (m["ds"], m["version"]))
+
+
+class MissingParentError(FileNotFoundError):
+    """The daily retrain of a day has no model to start from: the day before must run first."""
+
+
+def resolve_parent(ds: str, settings: Settings) -> dict:
+    """The model the daily retrain of ``ds`` starts from: ``{"kind", "version", "path", "base_full"}``.
+
+    The newest model before ``ds``: the daily model of the day before (when the gate stopped it, the model it
+    was trained from, and so on up the chain), unless a promoted full model trained on a window ending
+    before ``ds`` is newer than that chain's root full model; the full model alone when the day before *is*
+    its window's last day. Never a model of ``ds`` or later, so a backfill of old days gives the same
+    parents whatever ran since.
+
+    Raises :class:`MissingParentError` naming the day to run first when the day before has no model (and
+    no full model ends there), or when there is no model at all before ``ds``.
+    """
+    from pipeline.storage import check_ds, shift_ds
+
+    check_ds(ds)
+    previous_day = shift_ds(ds, -1)
+    fulls = [m for m in promoted_full_models(settings) if m["ds"] < ds]
+    newest_full = fulls[-1] if fulls else None
+    full_parent = None
+    if newest_full is not None:
+        full_parent = {"kind": "full", "version": newest_full["version"], "path": newest_full["path"],
+                       "base_full": newest_full["version"]}
+    previous_dir = settings.layout.model_daily(previous_day)
     if previous_dir.exists():
         previous = read_lineage(previous_dir)
-        # A model the gate stopped never becomes a parent: continue the chain from the model it replaced.
+        # A model the gate stopped never becomes a parent: continue the chain from the model it started from.
         while _gate_failed(previous_dir) and previous["parent"] and previous["parent"]["kind"] == "daily":
             previous_dir = settings.layout.model_daily(previous["parent"]["version"].removeprefix("daily-"))
             previous = read_lineage(previous_dir)
-        newer_full = (
-            current is not None and current["version"] != previous.get("base_full") and current["ds"] < ds
-        )
-        if not newer_full and not _gate_failed(previous_dir):
-            return {
-                "kind": "daily",
-                "version": previous["version"],
-                "path": str(previous_dir),
-                "base_full": previous.get("base_full"),
-            }
-    if current is None:
-        raise FileNotFoundError(
-            f"no model to warm-start the daily retrain of ds={ds} from: no daily model for the day before and "
-            "no promoted full model. Run the full retrain first (`jobrec train full --ds <date>` or the "
+        chain_usable = not _gate_failed(previous_dir)
+        newer_full = full_parent is not None and newest_full["version"] != previous.get("base_full")
+        if chain_usable and not newer_full:
+            return {"kind": "daily", "version": previous["version"], "path": str(previous_dir),
+                    "base_full": previous.get("base_full")}
+        if full_parent is not None:
+            return full_parent
+    elif newest_full is not None and newest_full["ds"] == previous_day:
+        return full_parent
+    newest_daily = max((d for d in settings.layout.partitions(settings.home / "models" / "daily") if d < ds),
+                       default=None)
+    newest = max([d for d in (newest_daily, newest_full and newest_full["ds"]) if d], default=None)
+    if newest is None:
+        raise MissingParentError(
+            f"no model before ds={ds} to start the daily retrain from: no daily model and no promoted full "
+            f"model. Run the full retrain for a day before {ds} first (`jobrec train full --ds <date>` or the "
             "jobrec_full_retrain DAG)"
         )
-    return {"kind": "full", "version": current["version"], "path": current["path"], "base_full": current["version"]}
+    first_missing = shift_ds(newest, 1)
+    raise MissingParentError(
+        f"no model for ds={previous_day}, the day before ds={ds}: the newest model before it is of {newest}. "
+        f"Run jobrec_daily for {first_missing} first (a backfill {first_missing}..{ds} runs the days in order)"
+    )
 
 
 GATE_FILE = "gate.json"
@@ -546,6 +590,8 @@ def promote(ds: str, settings: Settings, version: str | None = None, force: bool
         raise FileNotFoundError(f"no full model {version} at {model_dir}: train it before promoting")
     lineage = read_lineage(model_dir)
     current = current_full(settings)
+    # Passed its gate: a parent candidate for the days after its window, even when not the newest.
+    write_json(model_dir / PROMOTED_FILE, {"version": version, "ds": lineage["ds"]})
     if current is not None and current["ds"] > lineage["ds"] and not force:
         log.warning("not promoting %s: the promoted model %s is newer", version, current["version"])
         return {"promoted": False, "version": version, "current": current["version"]}

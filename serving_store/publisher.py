@@ -3,7 +3,8 @@
 Readers follow ``{prefix}:current`` to one version, so they see either the old version or the new one,
 never a mix: member values of a version are written before its pointer moves, and each value is one
 string. The pointer only moves forward in ``ds`` unless forced (a backfill writes its version for
-inspection but leaves the newer day served), and the last ``versions_kept`` versions stay for rollback.
+inspection but leaves the newer day served), and the last ``versions_kept`` served versions stay for
+rollback.
 
 Writes go out as ``MSET`` commands of ``batch_size`` members, built as one NumPy byte matrix per batch
 (RESP framing, keys and packed values; no Python loop over members), several batches in flight on one
@@ -520,8 +521,19 @@ def _scan_batches(client: redis.Redis, pattern: str, count: int):
             return
 
 
+def served_history(client: redis.Redis, keys: Keys) -> list[str]:
+    """Versions that have been served, newest first, each once (what rollback can go back to)."""
+    seen: list[str] = []
+    for v in (_s(v) for v in client.lrange(keys.history, 0, -1)):
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
 def prune_versions(client: redis.Redis, keys: Keys, keep: int, own_version: str) -> list[str]:
-    """Delete versions beyond the newest ``keep`` complete ones (the served one always stays).
+    """Delete what rollback does not need: keep the newest ``keep`` served versions (the served one among
+    them) and ``own_version``; versions written for inspection only (a backfilled older day) stay until the
+    next publish and never count against ``keep``, so a backfill cannot evict a rollback target.
 
     Versions still ``writing`` that are older than ``own_version`` are failed publishes and go too.
     Returns the deleted versions. Assumes one publisher at a time per prefix.
@@ -529,8 +541,8 @@ def prune_versions(client: redis.Redis, keys: Keys, keep: int, own_version: str)
     served = served_version(client, keys)
     versions = list_versions(client, keys)
     status = {v: version_meta(client, keys, v).get("status", "") for v in versions}
-    complete = [v for v in versions if status[v] == "complete"]
-    kept = set(complete[-keep:]) | {own_version} | ({served} if served else set())
+    rollback_targets = [v for v in served_history(client, keys) if status.get(v) == "complete"][: max(keep, 1)]
+    kept = set(rollback_targets) | {own_version} | ({served} if served else set())
     doomed = [v for v in versions if v not in kept and (status[v] != "writing" or int(v) < int(own_version))]
     for v in doomed:
         n = delete_version(client, keys, v)

@@ -2,8 +2,10 @@
 
 Everything is real: Airflow 3 with a SQLite metadata DB, local Spark for validation/features, Whoosh,
 glmix_core, and a real Redis server (the ``redis_server`` fixture). The tests share one marketplace and
-run in file order as one story: full retrain → a day → its rerun → a newer day served → a three-day
-backfill → a worse model injected → a missing raw partition.
+run in file order as one story: full retrain → a day → its rerun → a three-day backfill with the UI dialog's
+default ("Missing Runs") → a backfill of older days again ("All Runs") that must not move the served day
+nor evict rollback versions → a worse model injected → a day whose raw data never lands.
+The same DAGs under Airflow's real scheduler and REST API: ``tests/test_airflow_scheduler.py``.
 """
 
 from __future__ import annotations
@@ -120,26 +122,43 @@ def test_running_the_same_day_twice_leaves_identical_outputs(home) -> None:
     assert [_lookup(home).get(m).job_ids for m in members] == lists_before
 
 
-def test_three_day_backfill_chains_warm_starts_in_date_order_and_keeps_the_newest_lists_served(home) -> None:
-    from pipeline.airflow_env import run_backfill, run_dag
+def test_a_backfill_with_the_dialogs_defaults_runs_three_days_in_date_order_each_from_the_day_before(home) -> None:
+    from pipeline.airflow_env import run_backfill
     from pipeline.training import read_lineage
 
-    newest = run_dag("jobrec_daily", D5, CONF)
-    assert newest["state"] == "success", newest
-    served = _lookup(home).served()
-    assert served["ds"] == D5
-    member = _some_members(home, D5, 1)[0]
-    newest_list = _lookup(home).get(member).job_ids
-
-    runs = run_backfill("jobrec_daily", D2, D4, CONF)
-    assert [r["ds"] for r in runs] == [D2, D3, D4]
+    runs = run_backfill("jobrec_daily", D3, D5, CONF)  # reprocess "none": the dialog's "Missing Runs"
+    assert [r["ds"] for r in runs] == [D3, D4, D5]
     assert all(r["state"] == "success" for r in runs), runs
     assert all(r["run_type"] == "backfill" for r in runs), runs
-    parents = {ds: read_lineage(home.layout.model_daily(ds))["parent"]["version"] for ds in (D2, D3, D4)}
-    assert parents == {D2: f"full-{D1}", D3: f"daily-{D2}", D4: f"daily-{D3}"}
-    # Past days were published for inspection but the pointer only moves forward: D5 stays served.
+    parents = {ds: read_lineage(home.layout.model_daily(ds))["parent"]["version"] for ds in (D3, D4, D5)}
+    assert parents == {D3: f"daily-{D2}", D4: f"daily-{D3}", D5: f"daily-{D4}"}
+    report = json.loads(home.layout.report(D4).read_text())
+    assert report["tasks"]["retrain"]["parent"] == f"daily-{D3}"
+    assert _lookup(home).served()["ds"] == D5
+
+
+def test_backfilling_older_days_again_keeps_the_newest_served_and_every_rollback_version(home) -> None:
+    from pipeline.airflow_env import run_backfill
+    from pipeline.publishing import serving_keys
+    from serving_store.connection import connect
+    from serving_store.publisher import list_versions, served_history
+
+    client = connect(home.redis_url)
+    keys = serving_keys(home)
+    served = _lookup(home).served()
+    rollback_targets = served_history(client, keys)[: home.versions_kept]
+    member = _some_members(home, D5, 1)[0]
+    newest_list = _lookup(home).get(member).job_ids
+    parents_before = _day_outputs(home, D4)["model"]
+
+    runs = run_backfill("jobrec_daily", D3, D4, CONF, reprocess="completed")  # the dialog's "All Runs"
+    assert [(r["ds"], r["state"]) for r in runs] == [(D3, "success"), (D4, "success")]
+    # Published for inspection only: the pointer only moves forward, the served lists stay.
     assert _lookup(home).served()["version"] == served["version"]
     assert _lookup(home).get(member).job_ids == newest_list
+    assert set(rollback_targets) <= set(list_versions(client, keys)), "a backfill evicted a rollback version"
+    # Same parents, same data: the rerun reproduces the day's model.
+    assert _day_outputs(home, D4)["model"].equals(parents_before)
 
 
 def test_an_injected_worse_model_is_stopped_by_the_gate_and_the_old_lists_stay_served(home) -> None:
@@ -171,21 +190,24 @@ def test_an_injected_worse_model_is_stopped_by_the_gate_and_the_old_lists_stay_s
     assert _lookup(home).get(member).job_ids == served_list
 
 
-def test_a_missing_raw_partition_fails_that_day_clearly_and_touches_nothing_else(home, capfd) -> None:
+def test_a_day_whose_raw_data_never_lands_times_out_naming_what_is_missing_and_touches_nothing(home, capfd) -> None:
     from pipeline.airflow_env import run_dag
 
     later = _day_outputs(home, D4)
     kept = _day_outputs(home, D3)
     served = _lookup(home).served()
     shutil.rmtree(home.layout.raw("impressions", D3))
+    (home.layout.raw("applies", D3) / "_SUCCESS").unlink()  # files there, but not marked landed
     capfd.readouterr()
-    result = run_dag("jobrec_daily", D3, CONF)
+    result = run_dag("jobrec_daily", D3, {**CONF, "raw_wait_timeout_seconds": 0})
     output = "".join(capfd.readouterr())
     assert result["state"] == "failed"
-    assert result["tasks"]["validate_raw"] == "failed"
-    assert all(state == "upstream_failed" for task, state in result["tasks"].items() if task != "validate_raw")
-    assert f"raw partition missing: {home.layout.raw('impressions', D3)}" in output
-    assert "Retry policy decision" in output and "action=fail" in output, "bad input must not be retried"
+    assert result["tasks"]["wait_for_raw_data"] == "failed"
+    assert all(state == "upstream_failed" for task, state in result["tasks"].items() if task != "wait_for_raw_data")
+    assert f"raw data for ds={D3} did not land within 0:00:00" in output
+    assert f"impressions (no folder: {home.layout.raw('impressions', D3)})" in output
+    assert f"applies (no _SUCCESS: {home.layout.raw('applies', D3) / '_SUCCESS'})" in output
+    assert "members" not in output.split("did not land within", 1)[1].split("\n", 1)[0]
     for name, table in _day_outputs(home, D4).items():
         assert table.equals(later[name]), name
     for name, table in _day_outputs(home, D3).items():

@@ -39,9 +39,69 @@ def test_every_dag_has_docs_tags_owner_and_a_timezone_aware_start(dagbag) -> Non
         assert dag.doc_md and dag_id in dag.doc_md
         assert "jobrec" in dag.tags
         assert dag.start_date.tzinfo is not None
-        assert dag.max_active_runs == 1, "backfills must run one day at a time, in date order"
+        assert dag.max_active_runs == 2, "a run waiting for late data must not block a manual run"
         assert dag.catchup is False
-        assert dag.schedule in ("@daily", "@weekly")
+
+
+def test_no_task_depends_on_past_so_the_backfill_dialogs_default_works(dagbag) -> None:
+    # Airflow refuses a backfill with reprocess behaviour "none" (the dialog's default, "Missing Runs") when
+    # any task has depends_on_past; the order comes from the backfill's max_active_runs and the parent rule.
+    for dag_id in EXPECTED_DAGS:
+        assert not [t.task_id for t in dagbag.get_dag(dag_id).tasks if t.depends_on_past], dag_id
+
+
+def _scheduler_dag(dagbag, dag_id: str):
+    """The DAG as the scheduler sees it (serialized), with the core timetable."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dagbag.get_dag(dag_id)))
+
+
+def _utc(*args):
+    import datetime as dt
+
+    return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+def test_the_scheduled_daily_run_created_after_midnight_processes_the_day_that_ended(dagbag) -> None:
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    timetable = _scheduler_dag(dagbag, "jobrec_daily").timetable
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(_utc(2026, 11, 30), _utc(2026, 12, 1)),
+        restriction=TimeRestriction(_utc(2024, 1, 1), None, catchup=True),
+    )
+    assert info.run_after == _utc(2026, 12, 2), "created once the day has ended"
+    assert info.logical_date == _utc(2026, 12, 1), "ds is the finished day, not the day just beginning"
+
+
+def test_the_weekly_full_retrain_window_ends_on_the_last_finished_day(dagbag) -> None:
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    timetable = _scheduler_dag(dagbag, "jobrec_full_retrain").timetable
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(_utc(2026, 11, 21), _utc(2026, 11, 22)),
+        restriction=TimeRestriction(_utc(2024, 1, 1), None, catchup=True),
+    )
+    assert info.run_after == _utc(2026, 11, 29)  # Sunday 00:00
+    assert info.logical_date == _utc(2026, 11, 28), "the Saturday that just ended is the window's last day"
+
+
+def test_a_backfill_from_jan_2_to_jan_4_creates_exactly_those_three_days(dagbag) -> None:
+    dag = _scheduler_dag(dagbag, "jobrec_daily")
+    infos = list(dag.iter_dagrun_infos_between(_utc(2024, 1, 2), _utc(2024, 1, 4)))
+    assert [i.logical_date.date().isoformat() for i in infos] == ["2024-01-02", "2024-01-03", "2024-01-04"]
+
+
+def test_both_dags_start_by_waiting_for_the_days_raw_data_without_holding_a_slot(dagbag) -> None:
+    from pipeline.dag_sensors import RawDataLandedSensor
+
+    for dag_id in EXPECTED_DAGS:
+        dag = dagbag.get_dag(dag_id)
+        sensor = dag.get_task("wait_for_raw_data")
+        assert isinstance(sensor, RawDataLandedSensor) and sensor.mode == "reschedule"
+        assert [t.task_id for t in dag.roots] == ["wait_for_raw_data"]
+        assert {"raw_poke_interval_seconds", "raw_wait_timeout_seconds"} <= set(dag.params)
 
 
 def test_every_task_retries_with_backoff_but_not_on_bad_input(dagbag) -> None:
@@ -61,11 +121,6 @@ def test_gate_failure_is_not_retried(dagbag) -> None:
     assert task.retry_policy.evaluate(GateFailedError("auc dropped"), 1, 3).action.value == "fail"
 
 
-def test_retrain_depends_on_past_so_the_warm_start_chain_runs_in_date_order(dagbag) -> None:
-    assert dagbag.get_dag("jobrec_daily").get_task("retrain").depends_on_past
-    assert dagbag.get_dag("jobrec_full_retrain").get_task("train_full").depends_on_past
-
-
 def test_daily_dag_exposes_the_trigger_form_params(dagbag) -> None:
     params = dagbag.get_dag("jobrec_daily").params
     for name in ("top_n", "candidates_k", "skip_publish", "engine", "retrain_mode", "gate_margin"):
@@ -79,7 +134,7 @@ def test_daily_dag_exposes_the_trigger_form_params(dagbag) -> None:
 
 def test_daily_dag_wires_tasks_in_pipeline_order(dagbag) -> None:
     dag = dagbag.get_dag("jobrec_daily")
-    order = ["validate_raw", "build_features", "retrain", "gate", "rescore", "publish", "verify", "run_report"]
+    order = ["wait_for_raw_data", "validate_raw", "build_features", "retrain", "gate", "rescore", "publish", "verify", "run_report"]
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert "rescore" in dag.get_task("retrieve_candidates").downstream_task_ids
@@ -92,16 +147,26 @@ def test_dag_files_do_no_heavy_imports_at_top_level() -> None:
             line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))
         ]
         for line in top_level:
-            if line.startswith("from pipeline.dag_defaults import"):
-                continue  # the DAGs' shared defaults: checked to stay light below
+            if line.startswith(("from pipeline.dag_defaults import", "from pipeline.dag_sensors import")):
+                continue  # the DAGs' shared defaults and sensor: checked to stay light below
             assert not any(heavy in line for heavy in ("pyspark", "numpy", "pandas", "pipeline", "redis")), line
+
+
+def test_trigger_form_params_that_mirror_settings_default_to_the_environment(monkeypatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("JOBREC_TOP_N", "7")
+    monkeypatch.setenv("JOBREC_CANDIDATES_K", "77")
+    monkeypatch.setenv("JOBREC_RAW_WAIT_TIMEOUT_SECONDS", "30")
+    params = DagBag(dag_folder=str(DAGS_FOLDER)).get_dag("jobrec_daily").params
+    assert (params["top_n"], params["candidates_k"], params["raw_wait_timeout_seconds"]) == (7, 77, 30)
 
 
 def test_shared_dag_defaults_import_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, pipeline.dag_defaults; "
+    code = ("import sys, pipeline.dag_defaults, pipeline.dag_sensors; "
             "print(sorted(m for m in ('numpy', 'pandas', 'pyspark', 'redis', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -23,6 +23,7 @@ from serving_store.publisher import (
     fallback_list,
     list_versions,
     publish_lists,
+    rollback,
     served_version,
     version_meta,
 )
@@ -252,6 +253,30 @@ def test_only_the_last_versions_kept_remain(store_settings):
     assert list_versions(client, KEYS) == versions[-2:]
     for gone in versions[:2]:
         assert not list(client.scan_iter(KEYS.version_pattern(gone)))
+
+
+def test_backfilled_versions_published_for_inspection_never_evict_rollback_targets(store_settings):
+    store_settings = dataclasses.replace(store_settings, versions_kept=3)
+    served = []
+    for day in (1, 2, 3):  # three served days: the served one and two rollback targets
+        ds = f"2026-01-0{day}"
+        write_recs(store_settings, ds, make_lists(60, day=day))
+        served.append(publishing.publish(ds, store_settings)["version"])
+    client = connect(store_settings.redis_url)
+    # Two backfills of older days (the report's scenario): each is written for inspection, not served.
+    inspected = []
+    for _ in range(2):
+        for day in (1, 2):
+            result = publishing.publish(f"2026-01-0{day}", store_settings)
+            assert not result["pointer_moved"]
+            inspected.append(result["version"])
+    assert served_version(client, KEYS) == served[-1]
+    remaining = list_versions(client, KEYS)
+    assert set(served) <= set(remaining), remaining
+    assert remaining == [*served, inspected[-1]], "older inspection versions go, the newest stays to look at"
+    # Rollback still reaches both earlier served versions, in order.
+    assert rollback(client, KEYS) == (served[2], served[1])
+    assert rollback(client, KEYS) == (served[1], served[0])
 
 
 def test_publish_of_a_missing_day_says_to_rescore(store_settings):

@@ -187,6 +187,52 @@ def test_daily_retrain_without_a_parent_model_says_to_run_the_full_retrain(setti
         training.train_daily(DAYS[1], settings)
 
 
+def _fake_model(settings, kind: str, ds: str, parent: str | None = None, base_full: str | None = None,
+                promoted: bool = False, gate_passed: bool | None = None) -> None:
+    """A model folder with only its lineage: enough for the parent rule, which reads nothing else."""
+    version = f"{kind}-{ds}"
+    path = settings.layout.model_full(version) if kind == "full" else settings.layout.model_daily(ds)
+    path.mkdir(parents=True)
+    parent_ref = None if parent is None else {"kind": parent.split("-", 1)[0], "version": parent}
+    (path / "model.json").write_text(json.dumps({"kind": kind, "ds": ds, "version": version, "parent": parent_ref,
+                                                 "base_full": base_full or version}))
+    if promoted:
+        (path / training.PROMOTED_FILE).write_text(json.dumps({"version": version, "ds": ds}))
+    if gate_passed is not None:
+        (path / training.GATE_FILE).write_text(json.dumps({"passed": gate_passed}))
+
+
+def test_a_backfilled_day_starts_from_the_newest_model_before_it_never_a_later_one(settings) -> None:
+    _fake_model(settings, "full", "2024-03-01", promoted=True)
+    _fake_model(settings, "daily", "2024-03-02", parent="full-2024-03-01", base_full="full-2024-03-01")
+    _fake_model(settings, "daily", "2024-03-03", parent="daily-2024-03-02", base_full="full-2024-03-01")
+    _fake_model(settings, "full", "2024-03-03", promoted=True)  # a newer full retrain, promoted since
+    assert training.resolve_parent("2024-03-02", settings)["version"] == "full-2024-03-01"
+    assert training.resolve_parent("2024-03-03", settings)["version"] == "daily-2024-03-02"
+    # The day after the new full model's window: the full model takes over the chain.
+    assert training.resolve_parent("2024-03-04", settings)["version"] == "full-2024-03-03"
+
+
+def test_a_model_the_gate_stopped_is_skipped_for_the_one_it_started_from(settings) -> None:
+    _fake_model(settings, "full", "2024-03-01", promoted=True)
+    _fake_model(settings, "daily", "2024-03-02", parent="full-2024-03-01", base_full="full-2024-03-01",
+                gate_passed=True)
+    _fake_model(settings, "daily", "2024-03-03", parent="daily-2024-03-02", base_full="full-2024-03-01",
+                gate_passed=False)
+    assert training.resolve_parent("2024-03-04", settings)["version"] == "daily-2024-03-02"
+
+
+def test_a_day_whose_day_before_has_no_model_fails_naming_the_day_to_run_first(settings) -> None:
+    _fake_model(settings, "full", "2024-03-01", promoted=True)
+    _fake_model(settings, "daily", "2024-03-02", parent="full-2024-03-01", base_full="full-2024-03-01")
+    with pytest.raises(training.MissingParentError, match="Run jobrec_daily for 2024-03-03 first"):
+        training.resolve_parent("2024-03-05", settings)
+    # A full model that was trained but never promoted (its gate failed) is no parent either.
+    _fake_model(settings, "full", "2024-03-04")
+    with pytest.raises(training.MissingParentError, match="ds=2024-03-04, the day before ds=2024-03-05"):
+        training.resolve_parent("2024-03-05", settings)
+
+
 def test_missing_training_features_name_the_task_to_run(settings) -> None:
     with pytest.raises(FileNotFoundError, match="run the features task"):
         training.train_daily("2024-03-05", settings)

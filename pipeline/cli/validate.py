@@ -1,4 +1,5 @@
-"""``jobrec validate --ds``: check a day's raw partitions, quarantine bad rows, write the clean copies."""
+"""``jobrec validate --ds``: check a day's raw partitions, quarantine bad rows, write the clean copies;
+``jobrec land --ds``: mark a day's raw partitions as completely landed (or say which are not)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-bad-fraction", type=float, default=None, help="override JOBREC_MAX_BAD_FRACTION for this run"
     )
     parser.set_defaults(func=run)
+
+    land = subparsers.add_parser(
+        "land",
+        help="mark a day's raw partitions as landed (_SUCCESS), or --check which have not landed",
+        description=(
+            "The DAGs start by waiting until raw/<table>/ds=D/_SUCCESS exists for every raw table (members, "
+            "jobs, impressions, applies): a producer writes that empty marker once the day's files are "
+            "complete (Spark and Hadoop jobs do on commit; `jobrec synth` does). `jobrec land --ds D` writes "
+            "the markers for files landed by other means; `--check` only lists what is missing (exit 1)."
+        ),
+    )
+    land.add_argument("--ds", required=True, help="day, YYYY-MM-DD")
+    land.add_argument("--home", default=None, help="data folder (default $JOBREC_HOME, else ./data)")
+    land.add_argument("--check", action="store_true", help="only report which tables have not landed")
+    land.set_defaults(func=run_land)
+
+
+def run_land(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
+    from pipeline.landing import mark_landed, missing_raw_partitions
+
+    settings = Settings.from_env(home=args.home)
+    if not args.check:
+        for marker in mark_landed(args.ds, settings):
+            print(f"landed {marker}")
+    missing = missing_raw_partitions(args.ds, settings)
+    for item in missing:
+        print(f"not landed: {item}")
+    if not missing:
+        print(f"ds={args.ds}: every raw table has landed under {settings.home / 'raw'}")
+    return 1 if missing else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -240,10 +240,10 @@ def _generate_day(ds: str, layout: Layout, rng: np.random.Generator, world: _Wor
         "p_global": pa.array(sigmoid((truth.intercept or 0.0) + fixed[order]), pa.float64()),
     })
 
-    write_partition(layout.raw("members", ds), world.members_snapshot)
-    write_partition(layout.raw("jobs", ds), jobs_table(postings, active, world.catalog, world.titles))
-    write_partition(layout.raw("impressions", ds), impressions)
-    write_partition(layout.raw("applies", ds), applies)
+    write_partition(layout.raw("members", ds), world.members_snapshot, landed_marker=True)
+    write_partition(layout.raw("jobs", ds), jobs_table(postings, active, world.catalog, world.titles), landed_marker=True)
+    write_partition(layout.raw("impressions", ds), impressions, landed_marker=True)
+    write_partition(layout.raw("applies", ds), applies, landed_marker=True)
     write_partition(layout.truth(ds), truth_table)
     n = len(p_apply)
     return {

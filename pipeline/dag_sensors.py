@@ -1,0 +1,63 @@
+"""The sensor the jobrec DAGs start with: wait, without holding a worker slot, until a day's raw data landed.
+
+Kept free of heavy imports: DAG files import it at parse time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+
+from pipeline.dag_defaults import WAIT_PARAMS
+
+
+class RawDataLandedSensor(BaseSensorOperator):
+    """Succeeds once every raw table's partition of the run's ``ds`` has its ``_SUCCESS`` marker.
+
+    Runs in ``reschedule`` mode: between pokes the task is ``up_for_reschedule`` and holds no worker slot, so
+    a run waiting for late data shows as running (not failed) and other runs proceed. The poke interval and
+    the timeout come from the run's params ``raw_poke_interval_seconds`` and ``raw_wait_timeout_seconds``
+    (trigger form, DAG defaults from the environment). On timeout the task fails, without retries, with a
+    message that names every table and path still missing.
+    """
+
+    template_fields = ()
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 300)
+        kwargs.setdefault("timeout", 6 * 3600)
+        super().__init__(**kwargs)
+        self._missing: list[str] = []
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        params = context["params"]
+        poke_key, timeout_key = WAIT_PARAMS
+        self.poke_interval = float(params.get(poke_key, self.poke_interval))
+        self.timeout = float(params.get(timeout_key, self.timeout))
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            missing = "; ".join(self._missing) or "unknown"
+            raise AirflowSensorTimeout(
+                f"raw data for ds={context['ds']} did not land within {dt.timedelta(seconds=self.timeout)}: "
+                f"missing {missing}. Land those files and their _SUCCESS marker (or `jobrec land --ds "
+                f"{context['ds']}` when the files are complete), then clear this task."
+            ) from exc
+
+    def poke(self, context: Any) -> bool:
+        from pipeline.config import Settings
+        from pipeline.landing import missing_raw_partitions
+
+        settings = Settings.from_env()
+        missing = missing_raw_partitions(context["ds"], settings)
+        self._missing = [str(m) for m in missing]
+        if missing:
+            self.log.info("ds=%s: waiting for raw data: %s", context["ds"], "; ".join(self._missing))
+            return False
+        self.log.info("ds=%s: raw data landed under %s", context["ds"], settings.home / "raw")
+        return True
