@@ -20,13 +20,14 @@ partition of `ds` has its `_SUCCESS` marker, looking every `raw_poke_interval_se
 others: up to two non-backfill runs (a scheduled one waiting for data and a manual one) run at a time, and
 backfills count on their own.
 
-**Order and parents.** A backfill runs its days one at a time in date order (the Backfill dialog's default
-max active runs, 1). Each day's random effects start from the newest model before that day: the previous
+**Order and parents.** Each day's random effects start from the newest model before that day: the previous
 day's daily model, or a promoted full model trained on a window ending before the day, whichever is newer
-(a model the gate stopped is skipped). The parent is recorded in the model and the run report. When the day
-before has no model yet (and no newer full model covers it), retrain fails naming the day to run first;
-a model of a later day is never used. All three of the dialog's reprocess choices ("Missing Runs",
-"Missing and Errored Runs", "All Runs") work.
+(a model the gate stopped is skipped); never a model of a later day. The parent is recorded in the model
+and the run report. `wait_for_parent_model` waits (reschedule mode) while the run of the day before is
+still queued or running, so backfilled days retrain in date order whatever the backfill's max active runs
+(the Backfill dialog's default is 1: one day at a time); when the day before has no model and no run is
+pending, it fails naming the day to run first. All three of the dialog's reprocess choices ("Missing
+Runs", "Missing and Errored Runs", "All Runs") work.
 
 Every task is one call into `pipeline` with the run's `ds` and writes only that day's partitions, so a
 rerun of a day replaces that day's outputs and nothing else. The serving store's pointer only moves forward
@@ -38,7 +39,7 @@ without retries; other errors (e.g. Redis or Spark hiccups) are retried with exp
 
 Trigger-form params: `top_n` and `candidates_k` (defaults from `JOBREC_TOP_N`, `JOBREC_CANDIDATES_K`),
 `skip_publish`, `engine` (local|spark: retrieval and training on Spark), `retrain_mode`
-(incremental|warm_start), `gate_margin`, `min_coverage`, `raw_poke_interval_seconds` and
+(incremental|warm_start), `gate_margin` (default from `JOBREC_GATE_MARGIN`), `min_coverage`, `raw_poke_interval_seconds` and
 `raw_wait_timeout_seconds` (defaults from `JOBREC_RAW_POKE_INTERVAL_SECONDS`, `JOBREC_RAW_WAIT_TIMEOUT_SECONDS`).
 """
 
@@ -48,8 +49,15 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, task
 
-from pipeline.dag_defaults import daily_schedule, default_args, run_step, settings_defaults, wait_params
-from pipeline.dag_sensors import RawDataLandedSensor
+from pipeline.dag_defaults import (
+    FEATURES_POOL,
+    daily_schedule,
+    default_args,
+    run_step,
+    settings_defaults,
+    wait_params,
+)
+from pipeline.dag_sensors import ParentModelSensor, RawDataLandedSensor
 
 SETTINGS = settings_defaults()
 DEFAULT_ARGS = default_args(
@@ -90,7 +98,8 @@ with DAG(
             "prior; warm_start: refit them on today's rows alone, starting from yesterday's coefficients",
         ),
         "gate_margin": Param(
-            0.01, type="number", minimum=0, maximum=1, description="max holdout AUC drop vs previous model"
+            SETTINGS.gate_margin, type="number", minimum=0, maximum=1,
+            description="max holdout AUC drop vs the parent model (JOBREC_GATE_MARGIN)",
         ),
         "min_coverage": Param(
             0.5, type="number", minimum=0, maximum=1, description="min share of holdout rows with a member effect"
@@ -99,11 +108,11 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(pool=FEATURES_POOL)
     def validate_raw(ds=None, params=None) -> dict:
         return run_step("pipeline.validation:validate_day", ds, params)
 
-    @task
+    @task(pool=FEATURES_POOL)
     def build_features(ds=None, params=None) -> dict:
         return run_step("pipeline.features:build_features", ds, params)
 
@@ -149,6 +158,7 @@ with DAG(
         return run_step("pipeline.report:write_run_report", ds, params, results=results)
 
     landed = RawDataLandedSensor(task_id="wait_for_raw_data")
+    parent_ready = ParentModelSensor(task_id="wait_for_parent_model")
     validated = validate_raw()
     features = build_features()
     trained = retrain()
@@ -159,7 +169,7 @@ with DAG(
     published = publish()
     verified = verify()
 
-    landed >> validated >> features >> trained >> gated >> scored
+    landed >> validated >> features >> parent_ready >> trained >> gated >> scored
     features >> indexed >> candidates >> scored
     scored >> published >> verified
     run_report(

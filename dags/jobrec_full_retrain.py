@@ -20,7 +20,8 @@ previously promoted model stays in place.
 
 Trigger-form params: `window_days`, `l2_search` (`grid`: every value of `l2_grid` for all coordinates at
 once; `bayesian`: one L2 per coordinate by Bayesian search over `tuning_trials` fits, starting from the grid
-values), `tuning_trials`, `l2_grid`, `engine` (local|spark), `gate_margin`.
+values), `tuning_trials`, `l2_grid`, `engine` (local|spark), `gate_margin` (default from `JOBREC_GATE_MARGIN`), and the sensor's
+`raw_poke_interval_seconds`, `raw_wait_timeout_seconds`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,17 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, task
 
-from pipeline.dag_defaults import default_args, run_step, settings_defaults, wait_params, weekly_schedule
+from pipeline.dag_defaults import (
+    FEATURES_POOL,
+    default_args,
+    run_step,
+    settings_defaults,
+    wait_params,
+    weekly_schedule,
+)
 from pipeline.dag_sensors import RawDataLandedSensor
 
+SETTINGS = settings_defaults()
 DEFAULT_ARGS = default_args(
     retry_delay=dt.timedelta(minutes=2), max_retry_delay=dt.timedelta(minutes=30), gate_outcome="the model is not promoted"
 )
@@ -66,17 +75,18 @@ with DAG(
         ),
         "engine": Param("local", enum=["local", "spark"], description="GLMix training engine"),
         "gate_margin": Param(
-            0.01, type="number", minimum=0, maximum=1, description="max holdout AUC drop vs the current model"
+            SETTINGS.gate_margin, type="number", minimum=0, maximum=1,
+            description="max holdout AUC drop vs the current model (JOBREC_GATE_MARGIN)",
         ),
-        **wait_params(settings_defaults()),
+        **wait_params(SETTINGS),
     },
 ) as dag:
 
-    @task
+    @task(pool=FEATURES_POOL)
     def prepare_window(ds=None, params=None) -> dict:
         return run_step("pipeline.training:prepare_window", ds, params, window_days=params["window_days"])
 
-    @task
+    @task(pool=FEATURES_POOL)
     def train_full(ds=None, params=None) -> dict:
         return run_step(
             "pipeline.training:train_full",

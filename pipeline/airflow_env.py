@@ -5,13 +5,17 @@
 ``airflow db migrate`` once. It must run before ``airflow`` is first imported in the process, because
 Airflow reads its configuration at import time.
 
-SQLite serialises writers: it is fine for ``dag.test()``, the demo and ``airflow standalone`` at demo size
+The same settings are also written into ``$AIRFLOW_HOME/airflow.cfg`` (:func:`write_airflow_cfg`), so a plain
+``AIRFLOW_HOME=… airflow …`` command sees the settings the jobrec processes get from the environment.
+
+SQLite serialises writers: it is fine for ``dag.test()``, the demo and ``jobrec demo --ui`` at demo size
 (one run at a time, which the DAGs enforce with ``max_active_runs=1``). Concurrent production use (UI/REST
 backfills with many runs, several schedulers) needs Postgres: see ``docker-compose.yml``.
 """
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import subprocess
@@ -24,6 +28,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "dags"
+# SQLite connection arguments for Airflow's engine (``[database] sql_alchemy_connect_args`` names this dict).
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 MIGRATED_MARKER = ".jobrec-migrated"
 
 
@@ -50,6 +56,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = configured
     else:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{airflow_home / 'airflow.db'}"
+        # Wait for SQLite's write lock instead of failing after Python's default 5 s: with sensors
+        # rescheduling, the UI's backfill creation otherwise answers 503 "Database is locked".
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "pipeline.airflow_env.SQLITE_CONNECT_ARGS"
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     return env
@@ -76,19 +85,84 @@ def configure_airflow(settings: Settings, *, migrate: bool = True, export_home: 
     os.environ.update(env)
     if migrate:
         migrate_db(airflow_home, env)
+    write_airflow_cfg(airflow_home, cfg_values(env), env)
     return airflow_home
 
 
+# Environment-only switches: never written into airflow.cfg.
+_ENV_ONLY_KEYS = {"AIRFLOW__CORE__UNIT_TEST_MODE"}
+
+
+def cfg_values(env: dict[str, str]) -> dict[tuple[str, str], str]:
+    """The ``AIRFLOW__SECTION__KEY`` variables of ``env`` as ``{(section, key): value}`` for airflow.cfg."""
+    values = {}
+    for name, value in env.items():
+        if not name.startswith("AIRFLOW__") or name in _ENV_ONLY_KEYS:
+            continue
+        section, sep, key = name[len("AIRFLOW__"):].partition("__")
+        if sep and section and key:
+            values[(section.lower(), key.lower())] = value
+    return values
+
+
+def write_airflow_cfg(airflow_home: Path, values: dict[tuple[str, str], str], env: dict[str, str] | None = None) -> Path:
+    """Set ``values`` (``{(section, key): value}``) in ``airflow_home/airflow.cfg`` and return its path.
+
+    The file is the one Airflow generates (with its fernet key and JWT secret): when it is missing, a
+    ``python -m airflow``-equivalent subprocess with ``env`` writes it first. The file is rewritten
+    atomically, readable by its owner only, and only when a value changes; the environment variables stay
+    the source the jobrec processes use, this keeps hand-run ``AIRFLOW_HOME=… airflow …`` commands in line.
+    """
+    path = airflow_home / "airflow.cfg"
+    if not path.exists():
+        _generate_airflow_cfg(airflow_home, env)
+    parser = configparser.RawConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # keep keys as written
+    parser.read(path)
+    changed = False
+    for (section, key), value in values.items():
+        # configparser writes "%" verbatim; Airflow's parser reads "%%" as "%".
+        value = value.replace("%", "%%")
+        if not parser.has_section(section):
+            parser.add_section(section)
+        if parser.get(section, key, fallback=None) != value:
+            parser.set(section, key, value)
+            changed = True
+    if changed:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            parser.write(handle)
+        os.replace(tmp, path)
+    return path
+
+
+def _generate_airflow_cfg(airflow_home: Path, env: dict[str, str] | None) -> None:
+    """Let Airflow write its default ``airflow.cfg`` (what every ``airflow`` CLI command does first)."""
+    full_env = {**os.environ, **(env or {}), "AIRFLOW_HOME": str(airflow_home)}
+    code = "from airflow.configuration import write_default_airflow_configuration_if_needed as w; w()"
+    result = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"could not create {airflow_home / 'airflow.cfg'}:\n{result.stderr[-3000:]}")
+
+
 def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
-    """Run ``airflow db migrate`` in a subprocess unless this home was already migrated by this version."""
+    """Run ``airflow db migrate`` in a subprocess unless this home's database was already migrated by this version.
+
+    The marker under ``airflow_home`` records the Airflow version and (a hash of) the database URL, so pointing
+    the same home at another database (e.g. a fresh Postgres) migrates that one too.
+    """
+    import hashlib
     from importlib.metadata import version
 
     marker = airflow_home / MIGRATED_MARKER
+    full_env = {**os.environ, **(env or {})}
+    conn = full_env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
     airflow_version = version("apache-airflow")
-    if marker.exists() and marker.read_text().strip() == airflow_version:
+    stamp = f"{airflow_version} {hashlib.sha256(conn.encode()).hexdigest()[:16]}"
+    if marker.exists() and marker.read_text().strip() == stamp:
         return
     log.info("migrating the Airflow metadata DB under %s (airflow %s)", airflow_home, airflow_version)
-    full_env = {**os.environ, **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env=full_env,
@@ -101,7 +175,21 @@ def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
             f"`airflow db migrate` failed (exit {result.returncode}) for AIRFLOW_HOME={airflow_home}:\n"
             f"{result.stderr[-3000:]}"
         )
-    marker.write_text(airflow_version + "\n")
+    ensure_pools(full_env)
+    marker.write_text(stamp + "\n")
+
+
+def ensure_pools(env: dict[str, str]) -> None:
+    """Create the pools the jobrec DAGs use (``airflow pools set``; idempotent)."""
+    from pipeline.dag_defaults import FEATURES_POOL, FEATURES_POOL_DESCRIPTION
+
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "pools", "set", FEATURES_POOL, "1", FEATURES_POOL_DESCRIPTION],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"`airflow pools set {FEATURES_POOL}` failed (exit {result.returncode}):\n"
+                           f"{result.stderr[-3000:]}")
 
 
 def call_pipeline(target: str, ds: str | None, params: dict | None = None, **kwargs) -> dict:
@@ -198,12 +286,13 @@ def sync_dags_to_db() -> None:
         sync_bag_to_db(bag, bundle.name, bundle.version)
 
 
-def create_backfill(dag_id: str, start: str, end: str, conf: dict | None = None, *, rerun: bool = True):
+def create_backfill(dag_id: str, start: str, end: str, conf: dict | None = None, *, reprocess: str = "none"):
     """Create an Airflow backfill of ``dag_id`` for ``start``..``end`` (inclusive), as the UI does.
 
     The same call as ``airflow backfill create`` and ``POST /api/v2/backfills``: Airflow creates one
-    backfill run per day with ``conf``, to be executed by the scheduler in date order (``max_active_runs``
-    of the DAG is 1). ``rerun`` reprocesses days that already ran (reprocess behaviour ``completed``).
+    backfill run per day with ``conf``, run one at a time in date order (the backfill's ``max_active_runs``
+    is 1, the UI dialog's default). ``reprocess`` is the dialog's choice: ``none`` ("Missing Runs", the
+    default), ``failed`` ("Missing and Errored Runs") or ``completed`` ("All Runs").
     The DAG folder is synced to the metadata DB first (as a running DAG processor would have).
     """
     from airflow.models.backfill import ReprocessBehavior, _create_backfill
@@ -217,17 +306,20 @@ def create_backfill(dag_id: str, start: str, end: str, conf: dict | None = None,
         reverse=False,
         dag_run_conf=conf or {},
         triggering_user_name="jobrec",
-        reprocess_behavior=ReprocessBehavior.COMPLETED if rerun else ReprocessBehavior.FAILED,
+        reprocess_behavior=ReprocessBehavior(reprocess),
     )
 
 
-def run_backfill(dag_id: str, start: str, end: str, conf: dict | None = None, *, rerun: bool = True) -> list[dict]:
+def run_backfill(
+    dag_id: str, start: str, end: str, conf: dict | None = None, *, reprocess: str = "none"
+) -> list[dict]:
     """Create a backfill (:func:`create_backfill`) and execute its runs here, one at a time in date order.
 
     This is what the scheduler does with a backfill of a ``max_active_runs=1`` DAG, minus the separate
     scheduler/api-server processes: each run is set running only after the previous one finished, and its
-    tasks run in this process exactly as ``dag.test()`` runs them. A failed day stops the backfill; later
-    days stay queued (not run), as the scheduler's ``depends_on_past`` would keep them waiting.
+    tasks run in this process exactly as ``dag.test()`` runs them. A failed day stops the backfill here;
+    later days stay queued (not run). (The scheduler would go on with them, and their retrain would fail
+    naming the day to run first.) Tests of the real scheduler are in ``tests/test_airflow_scheduler.py``.
     Returns one summary per executed run (see :func:`run_dag`).
     """
     from airflow import settings as airflow_settings
@@ -239,7 +331,7 @@ def run_backfill(dag_id: str, start: str, end: str, conf: dict | None = None, *,
     from sqlalchemy import select
 
     dag = load_dag(dag_id)
-    backfill = create_backfill(dag_id, start, end, conf, rerun=rerun)
+    backfill = create_backfill(dag_id, start, end, conf, reprocess=reprocess)
     scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     session = airflow_settings.Session()
     run_ids = session.scalars(

@@ -50,6 +50,8 @@ class Settings:
         top_n: recommendations kept per member (``JOBREC_TOP_N``, default 100).
         candidates_k: first-stage candidates per member (``JOBREC_CANDIDATES_K``, default 1000).
         versions_kept: served versions kept in the serving store for rollback (``JOBREC_VERSIONS_KEPT``, 3).
+        gate_margin: the largest holdout AUC drop below the previous model that the quality gates let through
+            (``JOBREC_GATE_MARGIN``, default 0.01); the DAGs' ``gate_margin`` param defaults to it.
         raw_poke_interval_seconds: how often the DAGs look for a day's landed raw data
             (``JOBREC_RAW_POKE_INTERVAL_SECONDS``, default 300).
         raw_wait_timeout_seconds: how long the DAGs wait for late raw data before failing the run
@@ -67,6 +69,7 @@ class Settings:
     top_n: int = 100
     candidates_k: int = 1000
     versions_kept: int = 3
+    gate_margin: float = 0.01
     raw_poke_interval_seconds: float = 300.0
     raw_wait_timeout_seconds: float = 21600.0
     extra: dict[str, str] = field(default_factory=dict)
@@ -86,6 +89,7 @@ class Settings:
             top_n=_env_int("JOBREC_TOP_N", 100),
             candidates_k=_env_int("JOBREC_CANDIDATES_K", 1000),
             versions_kept=_env_int("JOBREC_VERSIONS_KEPT", 3),
+            gate_margin=_env_float("JOBREC_GATE_MARGIN", 0.01),
             raw_poke_interval_seconds=_env_float("JOBREC_RAW_POKE_INTERVAL_SECONDS", 300.0),
             raw_wait_timeout_seconds=_env_float("JOBREC_RAW_WAIT_TIMEOUT_SECONDS", 21600.0),
         )

@@ -14,8 +14,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+# One slot for the tasks that write a day's validated data and features, or read a whole training window:
+# the weekly full retrain and the daily run of the same night otherwise build (and swap) the same day's
+# features while the other reads them. Created with the metadata DB (pipeline.airflow_env.ensure_pools).
+FEATURES_POOL = "jobrec_features"
+FEATURES_POOL_DESCRIPTION = "jobrec: one writer of validated data and features at a time"
+
 # Trigger-form params of the raw-data sensor: (poke interval, timeout), in seconds.
 WAIT_PARAMS = ("raw_poke_interval_seconds", "raw_wait_timeout_seconds")
+MIN_POKE_INTERVAL_SECONDS = 15
 
 
 def daily_schedule():
@@ -27,13 +34,17 @@ def daily_schedule():
     return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
 
 
-def weekly_schedule():
-    """Sundays at 00:00 UTC, for the week that ends with the Saturday that just ended: a cron trigger whose
-    one-day data interval makes that Saturday the logical date (the run of 2026-11-29 00:00 has
-    ds=2026-11-28, so its training window ends on the last finished day)."""
+def weekly_schedule(cron: str | None = None):
+    """The full retrain's schedule: by default Sundays at 00:00 UTC (``JOBREC_FULL_RETRAIN_CRON``, read when
+    the DAG file is parsed, picks another time), for the day that just ended: a cron trigger whose one-day
+    data interval makes the day before the trigger the logical date (the run of 2026-11-29 00:00 has
+    ds=2026-11-28), so the training window always ends on the last finished day."""
+    import os
+
     from airflow.sdk import CronTriggerTimetable
 
-    return CronTriggerTimetable("0 0 * * 0", timezone="UTC", interval=dt.timedelta(days=1))
+    cron = cron or os.environ.get("JOBREC_FULL_RETRAIN_CRON") or "0 0 * * 0"
+    return CronTriggerTimetable(cron, timezone="UTC", interval=dt.timedelta(days=1))
 
 
 def settings_defaults():
@@ -50,7 +61,10 @@ def wait_params(settings) -> dict:
 
     poke, timeout = WAIT_PARAMS
     return {
-        poke: Param(settings.raw_poke_interval_seconds, type="number", minimum=1,
+        # At least 15 s: with a shorter interval Airflow 3.3 can queue the next poke before the previous poke's
+        # process has exited, takes its "success" exit for an external state change and fails the try.
+        poke: Param(max(settings.raw_poke_interval_seconds, MIN_POKE_INTERVAL_SECONDS), type="number",
+                    minimum=MIN_POKE_INTERVAL_SECONDS,
                     description="seconds between looks for the day's landed raw data (JOBREC_RAW_POKE_INTERVAL_SECONDS)"),
         timeout: Param(settings.raw_wait_timeout_seconds, type="number", minimum=0,
                        description="seconds to wait for late raw data before the run fails naming what is "

@@ -61,3 +61,47 @@ class RawDataLandedSensor(BaseSensorOperator):
             return False
         self.log.info("ds=%s: raw data landed under %s", context["ds"], settings.home / "raw")
         return True
+
+
+class ParentModelSensor(BaseSensorOperator):
+    """Succeeds once the daily retrain of the run's ``ds`` has its parent: the model of the day before (or a
+    promoted full model trained up to it), by :func:`pipeline.training.resolve_parent`.
+
+    While a run of the day before is still queued or running in this DAG (days of a backfill, or a scheduled
+    run whose data landed while the backfill of earlier days was going on), it waits in ``reschedule`` mode,
+    looking every 30 s, so days run their validation and features in parallel but retrain strictly in date
+    order, whatever the backfill's max active runs. When no such run is pending, it fails at once (no
+    retries) with the message naming the day to run first. Gives up after ``raw_wait_timeout_seconds``.
+    """
+
+    template_fields = ()
+    PARENT_POKE_INTERVAL_SECONDS = 30
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", self.PARENT_POKE_INTERVAL_SECONDS)
+        kwargs.setdefault("timeout", 6 * 3600)
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> Any:
+        self.timeout = float(context["params"].get(WAIT_PARAMS[1], self.timeout))
+        return super().execute(context)
+
+    def poke(self, context: Any) -> bool:
+        from pipeline.config import Settings
+        from pipeline.storage import shift_ds
+        from pipeline.training import MissingParentError, resolve_parent
+
+        ds = context["ds"]
+        try:
+            parent = resolve_parent(ds, Settings.from_env())
+        except MissingParentError:
+            previous = dt.datetime.fromisoformat(shift_ds(ds, -1)).replace(tzinfo=dt.UTC)
+            pending = context["ti"].get_dr_count(dag_id=context["dag"].dag_id, logical_dates=[previous],
+                                                 states=["queued", "running"])
+            if pending:
+                self.log.info("ds=%s: waiting for the run of %s to train the parent model", ds, previous.date())
+                return False
+            raise
+        self.log.info("ds=%s: the daily retrain starts from %s", ds, parent["version"])
+        return True

@@ -134,7 +134,7 @@ def test_daily_dag_exposes_the_trigger_form_params(dagbag) -> None:
 
 def test_daily_dag_wires_tasks_in_pipeline_order(dagbag) -> None:
     dag = dagbag.get_dag("jobrec_daily")
-    order = ["wait_for_raw_data", "validate_raw", "build_features", "retrain", "gate", "rescore", "publish", "verify", "run_report"]
+    order = ["wait_for_raw_data", "validate_raw", "build_features", "wait_for_parent_model", "retrain", "gate", "rescore", "publish", "verify", "run_report"]
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert "rescore" in dag.get_task("retrieve_candidates").downstream_task_ids
