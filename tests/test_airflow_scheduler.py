@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _postgres_bin() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
+def postgres_url():
     """A real PostgreSQL server on a temporary data folder, bound to 127.0.0.1, stopped afterwards.
 
     Debian's ``postgresql`` package (``.ci/run`` installs it when missing). PostgreSQL refuses to run as
@@ -56,15 +57,16 @@ def postgres_url(tmp_path_factory):
     bin_dir = _postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries not found: apt-get install -y postgresql (.ci/run does)")
-    data = tmp_path_factory.mktemp("pgdata")
+    # Not under pytest's tmp folders: those are private to root, and the server may run as another user.
+    data = Path(tempfile.mkdtemp(prefix="jobrec-test-pg-"))
     port = _free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
-        data.parent.chmod(0o755)
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    initdb = subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "airflow", "--auth=trust",
+                             "-E", "UTF8"], capture_output=True, text=True)
+    assert initdb.returncode == 0, f"initdb failed: {initdb.stderr}"
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
                     "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"], check=True, capture_output=True)
     try:
@@ -74,6 +76,7 @@ def postgres_url(tmp_path_factory):
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        check=False, capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

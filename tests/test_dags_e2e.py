@@ -190,6 +190,25 @@ def test_an_injected_worse_model_is_stopped_by_the_gate_and_the_old_lists_stay_s
     assert _lookup(home).get(member).job_ids == served_list
 
 
+def test_a_day_whose_day_before_has_no_model_fails_before_retraining_naming_the_day_to_run_first(home, capfd) -> None:
+    from pipeline.airflow_env import run_dag
+
+    d4_model = home.layout.model_daily(D4)
+    aside = d4_model.parent / ".aside-d4"
+    d4_model.rename(aside)
+    try:
+        capfd.readouterr()
+        result = run_dag("jobrec_daily", D5, CONF)
+        output = "".join(capfd.readouterr())
+    finally:
+        aside.rename(d4_model)
+    assert result["state"] == "failed"
+    assert result["tasks"]["wait_for_parent_model"] == "failed"
+    assert result["tasks"]["retrain"] == "upstream_failed"
+    assert f"no model for ds={D4}, the day before ds={D5}" in output
+    assert f"Run jobrec_daily for {D4} first" in output
+
+
 def test_a_day_whose_raw_data_never_lands_times_out_naming_what_is_missing_and_touches_nothing(home, capfd) -> None:
     from pipeline.airflow_env import run_dag
 
