@@ -28,8 +28,22 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "dags"
-# SQLite connection arguments for Airflow's engine (``[database] sql_alchemy_connect_args`` names this dict).
+# Connection arguments for Airflow's engine (``[database] sql_alchemy_connect_args`` names one of these).
+# SQLite waits for the write lock instead of failing after Python's default 5 s: with sensors rescheduling,
+# the UI's backfill creation otherwise answers 503 "Database is locked".
 SQLITE_CONNECT_ARGS = {"timeout": 60}
+NO_CONNECT_ARGS: dict = {}
+_OURS = ("pipeline.airflow_env.SQLITE_CONNECT_ARGS", "pipeline.airflow_env.NO_CONNECT_ARGS")
+
+
+def database_connect_args(sql_alchemy_conn: str) -> str:
+    """The ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS`` for a metadata DB URL: jobrec's SQLite lock wait for
+    SQLite; for another database the environment's own value, unless that is one of jobrec's (a SQLite
+    setting inherited by a process that now points at PostgreSQL), then none."""
+    if sql_alchemy_conn.startswith("sqlite"):
+        return _OURS[0]
+    inherited = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "")
+    return inherited if inherited and inherited not in _OURS else _OURS[1]
 MIGRATED_MARKER = ".jobrec-migrated"
 
 
@@ -56,9 +70,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = configured
     else:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{airflow_home / 'airflow.db'}"
-        # Wait for SQLite's write lock instead of failing after Python's default 5 s: with sensors
-        # rescheduling, the UI's backfill creation otherwise answers 503 "Database is locked".
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "pipeline.airflow_env.SQLITE_CONNECT_ARGS"
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = database_connect_args(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     return env

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from pipeline.airflow_env import airflow_env, cfg_values, migrate_db, write_airflow_cfg
+from pipeline.airflow_env import airflow_env, cfg_values, database_connect_args, migrate_db, write_airflow_cfg
 from pipeline.config import Settings
 
 if TYPE_CHECKING:
@@ -235,6 +235,9 @@ class AirflowStack:
             }
         )
         env.update(self.extra_env)
+        if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in self.extra_env:  # follow the final database
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = database_connect_args(
+                env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
         return env
 
     def environment(self) -> dict[str, str]:

@@ -124,7 +124,6 @@ def _demo(args: argparse.Namespace) -> int:
                         line += (f"; holdout AUC {gate['holdout_auc']:.3f} "
                                  f"(previous model {gate.get('parent_holdout_auc', float('nan')):.3f})")
                 print(line, file=out)
-            _print_member(settings, days[-1], args.member, args.top_n, out)
             layout = settings.layout
             print("\nWhere to look:", file=out)
             print(f"  full log        {log_path}  (Airflow, Spark and every task's log)", file=out)
@@ -136,6 +135,8 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"  Airflow home    {airflow_home} (metadata DB; task log files of runs started from the UI)",
                   file=out)
             print("  the UI          jobrec demo --ui   (then trigger runs or backfills of these days by hand)", file=out)
+            # the answer comes last: one member's list as served from Redis
+            _print_member(settings, days[-1], args.member, args.top_n, out)
             return 0
         except Exception as exc:
             log.exception("jobrec demo failed")
