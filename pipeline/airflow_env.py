@@ -9,8 +9,9 @@ The same settings are also written into ``$AIRFLOW_HOME/airflow.cfg`` (:func:`wr
 ``AIRFLOW_HOME=… airflow …`` command sees the settings the jobrec processes get from the environment.
 
 SQLite serialises writers: it is fine for ``dag.test()``, the demo and ``jobrec demo --ui`` at demo size
-(one run at a time, which the DAGs enforce with ``max_active_runs=1``). Concurrent production use (UI/REST
-backfills with many runs, several schedulers) needs Postgres: see ``docker-compose.yml``.
+(a few runs at a time; jobrec's SQLite connections wait up to 60 s for the write lock). Concurrent
+production use (UI/REST backfills with many runs, several schedulers) needs Postgres: see
+``docker-compose.yml``.
 """
 
 from __future__ import annotations

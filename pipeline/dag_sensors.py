@@ -1,4 +1,5 @@
-"""The sensor the jobrec DAGs start with: wait, without holding a worker slot, until a day's raw data landed.
+"""The jobrec DAGs' sensors, which wait without holding a worker slot: until a day's raw data landed (both
+DAGs' first task), and until the daily retrain's parent model exists (the day before's run finished).
 
 Kept free of heavy imports: DAG files import it at parse time.
 """
@@ -10,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 
+from pipeline.config import Settings
 from pipeline.dag_defaults import WAIT_PARAMS
 
 
@@ -27,8 +29,8 @@ class RawDataLandedSensor(BaseSensorOperator):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
-        kwargs.setdefault("poke_interval", 300)
-        kwargs.setdefault("timeout", 6 * 3600)
+        kwargs.setdefault("poke_interval", Settings.raw_poke_interval_seconds)  # the params override both
+        kwargs.setdefault("timeout", Settings.raw_wait_timeout_seconds)
         super().__init__(**kwargs)
         self._missing: list[str] = []
 
@@ -50,7 +52,6 @@ class RawDataLandedSensor(BaseSensorOperator):
             ) from exc
 
     def poke(self, context: Any) -> bool:
-        from pipeline.config import Settings
         from pipeline.landing import missing_raw_partitions
 
         settings = Settings.from_env()
@@ -80,7 +81,7 @@ class ParentModelSensor(BaseSensorOperator):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", self.PARENT_POKE_INTERVAL_SECONDS)
-        kwargs.setdefault("timeout", 6 * 3600)
+        kwargs.setdefault("timeout", Settings.raw_wait_timeout_seconds)  # the param overrides it
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> Any:
@@ -88,7 +89,6 @@ class ParentModelSensor(BaseSensorOperator):
         return super().execute(context)
 
     def poke(self, context: Any) -> bool:
-        from pipeline.config import Settings
         from pipeline.storage import shift_ds
         from pipeline.training import MissingParentError, resolve_parent
 

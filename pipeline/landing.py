@@ -1,4 +1,4 @@
-"""Has a day's raw data landed? The landed-marker convention the daily DAG waits on.
+"""Has a day's raw data landed? The landed-marker convention both DAGs wait on.
 
 A producer writes a day's files of a raw table into ``raw/<table>/ds=YYYY-MM-DD/`` and, once every file of
 that day is complete, an empty ``_SUCCESS`` file in the same folder (what Spark and Hadoop jobs write on
@@ -43,7 +43,7 @@ def missing_raw_partitions(ds: str, settings: Settings) -> list[MissingPartition
 def mark_landed(ds: str, settings: Settings, tables: tuple[str, ...] | None = None) -> list[Path]:
     """Write the ``_SUCCESS`` marker of each raw ``tables`` partition of ``ds`` that exists (all by default).
 
-    For producers that land files by other means (a copy, a sync) and for ``jobrec synth --no-land``.
+    For producers that land files by other means (a copy, a sync): ``jobrec land --ds D``.
     Raises ``FileNotFoundError`` naming the folder when a partition has no folder at all.
     """
     from pipeline.storage import LANDED_MARKER, RAW_TABLES

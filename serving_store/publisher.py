@@ -523,11 +523,7 @@ def _scan_batches(client: redis.Redis, pattern: str, count: int):
 
 def served_history(client: redis.Redis, keys: Keys) -> list[str]:
     """Versions that have been served, newest first, each once (what rollback can go back to)."""
-    seen: list[str] = []
-    for v in (_s(v) for v in client.lrange(keys.history, 0, -1)):
-        if v not in seen:
-            seen.append(v)
-    return seen
+    return list(dict.fromkeys(_s(v) for v in client.lrange(keys.history, 0, -1)))
 
 
 def prune_versions(client: redis.Redis, keys: Keys, keep: int, own_version: str) -> list[str]:
