@@ -53,9 +53,38 @@ def active_rows(codes: np.ndarray, n_entities: int, cspec: CoordinateSpec,
     return keep
 
 
-def fit(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
+ENGINES = ("local", "spark")
+
+
+def fit(spec: GLMixSpec, data, *, engine: str = "local", validation: pa.Table | None = None,
         warm_start: GLMixModel | None = None, lock: list[str] | tuple[str, ...] = (),
-        incremental: dict | None = None, metadata: dict | None = None) -> GLMixModel:
+        incremental: dict | None = None, metadata: dict | None = None, spark=None,
+        num_partitions: int | None = None) -> GLMixModel:
+    """Fit the GLMix posterior mode on ``data`` with ``engine`` ("local" or "spark") and return the model.
+
+    ``data``: a ``pyarrow.Table``; the Spark engine also takes a Parquet file/folder path or a Spark
+    DataFrame. ``spark``/``num_partitions``: the Spark engine's session and partitions (ignored locally).
+    Both engines take the same spec and options and return the same ``GLMixModel``.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}; got engine={engine!r}")
+    if engine == "spark":
+        from .spark_engine.engine import fit_spark
+
+        model = fit_spark(spec, data, spark=spark, warm_start=warm_start, lock=lock, incremental=incremental,
+                          num_partitions=num_partitions, metadata=metadata)
+        if validation is not None:
+            from .evaluation import validation_metrics
+
+            model.metadata.setdefault("metrics", {})["validation"] = validation_metrics(model, validation)
+        return model
+    return _fit_local(spec, data, validation=validation, warm_start=warm_start, lock=lock,
+                      incremental=incremental, metadata=metadata)
+
+
+def _fit_local(spec: GLMixSpec, data: pa.Table, *, validation: pa.Table | None = None,
+               warm_start: GLMixModel | None = None, lock: list[str] | tuple[str, ...] = (),
+               incremental: dict | None = None, metadata: dict | None = None) -> GLMixModel:
     """Fit the GLMix posterior mode on ``data`` and return the model.
 
     - ``warm_start``: start every coordinate from this model, matched by entity ID and feature name (new

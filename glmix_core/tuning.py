@@ -45,7 +45,7 @@ from .spec import GLMixSpec, SpecError
 log = logging.getLogger(__name__)
 
 METHODS = ("grid", "random", "bayesian")
-# fits one trial: fitter(spec, train, warm_start=..., lock=...) -> GLMixModel (default: glmix_core.fit)
+# fits one trial: fitter(spec, train, warm_start=..., lock=...) -> GLMixModel (glmix_core.fit with fit_options)
 Fitter = Callable[..., GLMixModel]
 OUTPUT_MODES = ("best", "all")
 # names of ``glmix_core.evaluation.evaluate`` (the fallback for metrics that are not evaluator names) that
@@ -172,11 +172,15 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _default_fitter(spec: GLMixSpec, train: pa.Table, *, warm_start: GLMixModel | None,
-                    lock: Sequence[str]) -> GLMixModel:
+def _default_fitter(fit_options: dict | None) -> Fitter:
+    """``glmix_core.fit`` with ``fit_options`` (e.g. ``{"engine": "spark", "spark": session}``)."""
     from .fitting import fit
 
-    return fit(spec, train, warm_start=warm_start, lock=lock)
+    def fitter(spec: GLMixSpec, train: pa.Table, *, warm_start: GLMixModel | None,
+               lock: Sequence[str]) -> GLMixModel:
+        return fit(spec, train, warm_start=warm_start, lock=lock, **(fit_options or {}))
+
+    return fitter
 
 
 class _Runner:
@@ -185,7 +189,7 @@ class _Runner:
 
     def __init__(self, spec: GLMixSpec, train: pa.Table, validation: pa.Table, *, method: str, metric: str,
                  searched: Sequence[str], warm_start: GLMixModel | None, lock: Sequence[str],
-                 out: str | Path | None, output_mode: str, fitter: Fitter | None = None):
+                 out: str | Path | None, output_mode: str, fit_options: dict | None = None):
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}; got {output_mode!r}")
         for name in searched:
@@ -197,7 +201,7 @@ class _Runner:
         self.method, self.metric, self.direction = method, metric, direction(metric)
         self.sign = 1.0 if self.direction == "max" else -1.0
         self.previous, self.lock = warm_start, list(lock)
-        self.fitter = fitter or _default_fitter
+        self.fitter = _default_fitter(fit_options)
         self.output_mode = output_mode
         self.out = Path(out) if out is not None else None
         self.trials: list[dict] = []
@@ -276,7 +280,7 @@ class _Runner:
 def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: dict[str, Sequence[float]], *,
                 metric: str = "auc", warm_start: GLMixModel | None = None, lock: Sequence[str] = (),
                 out: str | Path | None = None, output_mode: str = "best",
-                fitter: Fitter | None = None) -> TuningResult:
+                fit_options: dict | None = None) -> TuningResult:
     """Fit every combination of the per-coordinate L2 lists in ``grid`` (cross product, in
     ``itertools.product`` order of ``grid``'s keys) and pick the best by ``metric`` on ``validation``.
     The first trial warm-starts from ``warm_start`` (if given), every later one from the previous trial."""
@@ -291,7 +295,7 @@ def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: di
             raise ValueError(f"grid for coordinate {name!r} is empty")
         lists.append(values)
     runner = _Runner(spec, train, validation, method="grid", metric=metric, searched=names,
-                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
+                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fit_options=fit_options)
     for combo in itertools.product(*lists):
         runner.run(dict(zip(names, combo, strict=True)), "grid")
     return runner.finish()
@@ -323,7 +327,7 @@ def _to_l2(names: list[str], lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> d
 def random_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, ranges: dict[str, tuple[float, float]],
                   *, trials: int = 20, seed: int = 0, metric: str = "auc", warm_start: GLMixModel | None = None,
                   lock: Sequence[str] = (), out: str | Path | None = None,
-                  output_mode: str = "best", fitter: Fitter | None = None) -> TuningResult:
+                  output_mode: str = "best", fit_options: dict | None = None) -> TuningResult:
     """``trials`` fits at L2 values drawn log-uniformly and independently per coordinate in
     ``ranges[name] = (low, high)`` (``low == high`` pins a coordinate). Reproducible: the points depend on
     ``seed`` only, and the first k points are the same for any ``trials >= k``."""
@@ -331,7 +335,7 @@ def random_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, ranges
         raise ValueError(f"trials must be >= 1; got {trials}")
     names, lo, hi = _box(ranges)
     runner = _Runner(spec, train, validation, method="random", metric=metric, searched=names,
-                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
+                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fit_options=fit_options)
     for l2 in random_points(ranges, trials, seed):
         runner.run(l2, "random")
     return runner.finish()
@@ -452,7 +456,7 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
                     metric: str = "auc", n_initial: int | None = None, n_candidates: int = 4096,
                     xi: float = 0.01, polish: bool = True, warm_start: GLMixModel | None = None,
                     lock: Sequence[str] = (), out: str | Path | None = None,
-                    output_mode: str = "best", fitter: Fitter | None = None,
+                    output_mode: str = "best", fit_options: dict | None = None,
                     start_points: Sequence[dict[str, float]] = ()) -> TuningResult:
     """Bayesian optimisation of the validation ``metric`` over log10 L2 in ``ranges`` (see ``propose``).
 
@@ -471,7 +475,7 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
     n_initial = min(trials, max(3, int(free.sum()) + 1)) if n_initial is None else min(max(int(n_initial), 1), trials)
     n_initial = max(min(n_initial, trials) - len(starts), 0)
     runner = _Runner(spec, train, validation, method="bayesian", metric=metric, searched=names,
-                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fitter=fitter)
+                     warm_start=warm_start, lock=lock, out=out, output_mode=output_mode, fit_options=fit_options)
     U = starts + list(_initial_points(seed, n_initial, d))
     for i, u in enumerate(U):
         # start points run with their exact values (the unit-cube round trip would perturb the last digits)
@@ -497,15 +501,15 @@ def bayesian_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table,
 def tune(spec: GLMixSpec, train: pa.Table, validation: pa.Table, *, method: str = "bayesian",
          l2: dict[str, Any], trials: int = 20, metric: str = "auc", seed: int = 0,
          warm_start: GLMixModel | None = None, lock: Sequence[str] = (), out: str | Path | None = None,
-         output_mode: str = "best", fitter: Fitter | None = None, **options: Any) -> TuningResult:
+         output_mode: str = "best", fit_options: dict | None = None, **options: Any) -> TuningResult:
     """One entry point for the three searches. ``l2`` maps coordinate → list of values (``grid``) or
     ``(low, high)`` range (``random``/``bayesian``). ``options`` go to ``bayesian_search`` (``n_initial``,
     ``n_candidates``, ``xi``, ``polish``, ``start_points``). ``trials`` is ignored by ``grid`` (every
     combination is fitted).
-    ``fitter`` replaces ``glmix_core.fit`` for every trial (e.g. the Spark engine); it is called as
-    ``fitter(spec, train, warm_start=model_or_None, lock=[...])`` and returns a ``GLMixModel``."""
+    ``fit_options`` go to ``glmix_core.fit`` for every trial (e.g. ``{"engine": "spark", "spark": session}``);
+    each trial warm-starts from the previous trial's model."""
     common = {"metric": metric, "warm_start": warm_start, "lock": lock, "out": out, "output_mode": output_mode,
-              "fitter": fitter}
+              "fit_options": fit_options}
     if method == "grid":
         return grid_search(spec, train, validation, l2, **common)
     if method == "random":

@@ -44,21 +44,15 @@ def test_direction_follows_the_metric():
 
 
 @pytest.mark.parametrize("method", ["grid", "random", "bayesian"])
-def test_a_custom_fitter_fits_every_trial_with_its_l2_and_the_previous_model(data, method):
-    from glmix_core import fit
-
+def test_fit_options_reach_glmix_fit_for_every_trial(data, method):
     spec, train, validation = data
-    calls = []
-
-    def fitter(trial_spec, rows, *, warm_start, lock):
-        calls.append((trial_spec.coordinate("per_job").l2, warm_start, list(lock)))
-        return fit(trial_spec, rows, warm_start=warm_start, lock=lock)
-
     l2 = {"per_job": [0.1, 10.0]} if method == "grid" else {"per_job": (0.1, 10.0)}
-    result = tune(spec, train, validation, method=method, l2=l2, trials=4, fitter=fitter)
-    assert [c[0] for c in calls] == [t["l2"]["per_job"] for t in result.trials]
-    assert calls[0][1] is None and all(c[1] is not None for c in calls[1:])
+    result = tune(spec, train, validation, method=method, l2=l2, trials=3,
+                  fit_options={"engine": "local", "metadata": {"trial_tag": "t"}})
+    assert result.best.metadata["trial_tag"] == "t"
     assert result.best_trial["value"] == max(t["value"] for t in result.trials)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        tune(spec, train, validation, method=method, l2=l2, trials=1, fit_options={"engine": "gpu"})
 
 
 def test_bayesian_search_runs_its_start_points_first_then_proposes(data):
