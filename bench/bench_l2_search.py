@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.jobs = args.jobs or (2_500 if args.full else 1_000)
     args.trials = args.trials or (20 if args.full else training.DEFAULT_TUNING_TRIALS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("py4j", "pyspark", "glmix_core.fitting"):
+    for noisy in ("py4j", "pyspark", "glmix_core.pbcd"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     home = args.home or Path(tempfile.mkdtemp(prefix="jobrec_l2_search_"))

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.search_seeds or (5 if args.full else 3)))
     checkpoints = sorted({c for c in args.checkpoints if 1 <= c <= args.trials} | {args.trials})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("py4j", "pyspark", "glmix_core.fitting"):
+    for noisy in ("py4j", "pyspark", "glmix_core.pbcd"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     home = args.home or Path(tempfile.mkdtemp(prefix="jobrec_tuning_"))

@@ -11,13 +11,14 @@ Public API (what the pipeline calls)::
     spec = GLMixSpec.from_yaml("spec.yaml")            # or GLMixSpec.from_dict({...})
     table = load_table("data/")                        # Parquet file/folder or CSV → pyarrow.Table
     model = fit(spec, table, validation=None, warm_start=None, lock=(), incremental=None)
+    model = fit(spec, "data/", engine="spark", spark=session)   # same driver, rows on Spark
     model.save("models/m1");  model = load_model("models/m1")
     model.score(table)          # total linear predictor per row (np.ndarray)
     model.contributions(table)  # {coordinate: per-row contribution}
     model.predict(table)        # inverse link (probability for logistic)
     evaluate(model, table)      # {"auc", "log_loss", "rmse", "per_<entity>_auc", "precision@k/<entity>", ...}
     metrics.auc(y, score)
-    grid_search(spec, train, validation, {"per_member": [0.1, 1, 10]}, metric="auc")
+    grid_search(spec, train, validation, {"per_member": [0.1, 1, 10]}, metric="auc")   # a TuningResult
     tune(spec, train, validation, method="bayesian", l2={"per_member": (0.01, 1000)}, trials=20, out="tuning/")
 
 Notebooks: ``GLMix("y ~ x + (1 + genre_* | user)", task="logistic").fit(df)`` (``glmix_core.api``; formulas
@@ -29,16 +30,17 @@ Daily retrain: ``fit(spec, today, warm_start=yesterday, lock=["global"])``. Incr
 
 from . import metrics
 from .api import GLMix
-from .data import DataError, load_table
-from .evaluation import evaluate, grid_search
+from .data import load_table
+from .errors import ConvergenceWarning, DataError, ModelError, SpecError
+from .evaluation import evaluate
 from .fitting import fit
 from .formula import spec_from_formula
-from .model import GLMixModel, ModelError, load_model
-from .spec import CoordinateSpec, GLMixSpec, SpecError
-from .tuning import tune
+from .model import GLMixModel, load_model
+from .spec import CoordinateSpec, GLMixSpec
+from .tuning import grid_search, tune
 
 __all__ = [
-    "CoordinateSpec", "DataError", "GLMix", "GLMixModel", "GLMixSpec", "ModelError", "SpecError", "evaluate",
+    "ConvergenceWarning", "CoordinateSpec", "DataError", "GLMix", "GLMixModel", "GLMixSpec", "ModelError", "SpecError", "evaluate",
     "fit", "grid_search", "load_model", "load_table", "metrics", "spec_from_formula",
     "tune",
 ]

@@ -1,25 +1,42 @@
 """Coordinates: each one trains on the residual offset and scores; nothing else (as in Photon-ML).
 
-``FixedCoordinate`` solves one sparse GLM with a registered solver; ``RandomCoordinate`` solves all entities
-as a batch with ``batch_newton`` over a ``RandomDesign``. Both expose ``fit(offset)``, ``score()``,
-``penalty()``, ``variances()`` and ``to_original(params)``.
+``FixedCoordinate`` solves one GLM with a registered solver over a ``FixedData`` source (``LocalFixedData``
+here, the Spark backend's partitioned one there); ``RandomCoordinate`` solves all entities as a batch with
+``batch_newton`` over a ``RandomDesign``. Every coordinate, of either backend, exposes what the PBCD driver
+(``glmix_core.pbcd``) uses: ``fit(offset)``, ``score()``, ``params``, ``prior()``, ``penalty()``,
+``kkt(offset)``, ``variances(offset, kind)``, ``to_original(params)`` and ``last_iterations``.
 
 With normalization, ``params`` (and ``coef``/``values``, the prior and the penalty) live in the normalized
 space, where the L2 penalty applies; ``to_original`` gives the original-scale coefficients that are saved
 and score raw data, and ``variances`` are those of the original-scale coefficients.
+
+``kkt(offset)`` is the coordinate's stopping measure: the largest curvature-scaled gradient |g_j| / H_jj of
+its fitted objective (the Newton step each coefficient would take alone, in original units), with L1's
+subgradient at zero coefficients; PBCD stops when every coordinate's measure is below the tolerance.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from .design import RandomDesign
+from .index_map import FeatureIndexMap
 from .losses import Loss
-from .normalization import Normalization
-from .solvers import FIXED_SOLVERS, batch_hessian, batch_inverse_diagonal_dual, batch_newton
+from .solvers import (
+    FIXED_SOLVERS,
+    FixedObjective,
+    GLMObjective,
+    batch_hessian,
+    batch_inverse_diagonal_dual,
+    batch_newton,
+    solve_trust_ncg,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,56 +51,101 @@ def _reciprocal(diag: np.ndarray) -> np.ndarray:
     return np.divide(1.0, diag, out=np.full(diag.shape, np.nan), where=diag > 0)
 
 
-class FixedCoordinate:
-    """The fixed effect b: one coefficient per feature; the intercept (column ``(intercept)``) is unpenalised.
+def scaled_gradient(grad: np.ndarray, diag: np.ndarray, params: np.ndarray, l1: np.ndarray | float = 0.0,
+                    factor: np.ndarray | float = 1.0) -> float:
+    """max_j |g_j| / H_jj · factor_j, the KKT measure (``g`` with the penalty's smooth part; ``l1`` per
+    coefficient: at a zero coefficient only |g| beyond l1 counts, elsewhere g + l1 · sign)."""
+    if grad.size == 0:
+        return 0.0
+    l1 = np.broadcast_to(l1, grad.shape)
+    g = np.where(params != 0, grad + l1 * np.sign(params), np.maximum(np.abs(grad) - l1, 0.0))
+    step = np.abs(g) / np.maximum(diag, 1e-300) * np.abs(factor)
+    return float(np.max(step))
 
-    ``normalization``: the coordinate fits on X · diag(factor). The shift of standardization is absorbed
-    exactly by the unpenalised intercept, so it changes neither the optimum nor the original-scale
-    coefficients and the design stays sparse. ``fit_rows``/``fit_weight``: fit on these rows with these
-    weights only (negative down-sampling) while ``score`` still covers every row. ``coef0`` is in the
-    original scale.
-    """
 
-    def __init__(self, name: str, loss: Loss, X: sp.csr_matrix, features, y, weight, *,
-                 l2: float, l1: float, solver: str, intercept: bool, rtol: float, coef0=None,
-                 normalization: Normalization | None = None, fit_rows: np.ndarray | None = None,
-                 fit_weight: np.ndarray | None = None):
-        self.name, self.loss, self.features = name, loss, features
-        self.factor = None if normalization is None else normalization.factor
-        X = X.tocsr()
-        self.X = X if self.factor is None else (X @ sp.diags(self.factor)).tocsr()
-        self.y, self.weight = y, weight
+class FixedData(Protocol):
+    """Where a fixed effect's rows live: the fit rows (and fitting weights) behind its objective, and every
+    row for scoring. The design may already be normalized (``FixedCoordinate`` fits in that space)."""
+
+    n_features: int
+
+    def objective(self, offset: np.ndarray, l2: np.ndarray) -> FixedObjective: ...
+
+    def score(self, coef: np.ndarray) -> np.ndarray: ...
+
+    def gradient_curvature(self, coef: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def hessian(self, coef: np.ndarray, offset: np.ndarray, l2: np.ndarray) -> np.ndarray: ...
+
+
+class LocalFixedData:
+    """``FixedData`` in memory: ``X`` (CSR, every row) and the fit rows/weights of negative down-sampling."""
+
+    def __init__(self, loss: Loss, X: sp.csr_matrix, y: np.ndarray, weight: np.ndarray,
+                 fit_rows: np.ndarray | None = None, fit_weight: np.ndarray | None = None):
+        self.loss, self.X = loss, X.tocsr()
+        self.n_features = X.shape[1]
         self.fit_rows = fit_rows
         if fit_rows is None:
             self.Xf, self.yf, self.wf = self.X, y, weight
         else:
             self.Xf, self.yf = self.X[fit_rows], y[fit_rows]
             self.wf = weight[fit_rows] if fit_weight is None else fit_weight
-        self.l2 = np.full(X.shape[1], float(l2))
+
+    def _offset(self, offset: np.ndarray) -> np.ndarray:
+        return offset if self.fit_rows is None else offset[self.fit_rows]
+
+    def objective(self, offset: np.ndarray, l2: np.ndarray) -> GLMObjective:
+        return GLMObjective(self.loss, self.Xf, self.yf, self.wf, self._offset(offset), l2)
+
+    def score(self, coef: np.ndarray) -> np.ndarray:
+        return self.X @ coef
+
+    def gradient_curvature(self, coef: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(X'(w ℓ'), diag X' diag(w ℓ'') X) of the data term over the fit rows."""
+        d1, d2 = self.loss.derivatives(self.yf, self._offset(offset) + self.Xf @ coef)
+        grad = np.asarray(self.Xf.T @ (self.wf * d1)).ravel()
+        diag = np.asarray(self.Xf.multiply(self.Xf).T @ (self.wf * d2)).ravel()
+        return grad, diag
+
+    def hessian(self, coef: np.ndarray, offset: np.ndarray, l2: np.ndarray) -> np.ndarray:
+        return self.loss.hessian(coef, self.Xf, self.yf, self.wf, self._offset(offset), l2)
+
+
+class FixedCoordinate:
+    """The fixed effect b: one coefficient per feature; the intercept (column ``(intercept)``) is unpenalised.
+
+    ``data`` holds the design, already multiplied by ``factor`` (normalization) when one is given: the shift
+    of standardization is absorbed exactly by the unpenalised intercept, so it changes neither the optimum
+    nor the original-scale coefficients and the design stays sparse. ``coef0`` is in the original scale.
+    """
+
+    def __init__(self, name: str, data: FixedData, features: FeatureIndexMap, *, l2: float, l1: float,
+                 solver: str, intercept: bool, rtol: float, coef0=None, factor: np.ndarray | None = None):
+        self.name, self.data, self.features = name, data, features
+        self.factor = factor
+        p = data.n_features
+        self.l2 = np.full(p, float(l2))
         if intercept:
             self.l2[0] = 0.0
         self.l1, self.solver = float(l1), FIXED_SOLVERS[solver]
-        self.coef = np.zeros(X.shape[1]) if coef0 is None else self.to_normalized(np.asarray(coef0, float))
+        self.coef = np.zeros(p) if coef0 is None else self.to_normalized(np.asarray(coef0, float))
         # gradient scale at b = 0 (with no offset) sets an absolute tolerance that is stable across sweeps
-        _, g0 = loss.loss_gradient(np.zeros(X.shape[1]), self.Xf, self.yf, self.wf, np.zeros(self.Xf.shape[0]),
-                                   self.l2)
+        self.n_rows = len(data.score(np.zeros(p)))
+        _, g0 = data.objective(np.zeros(self.n_rows), self.l2).value_grad(np.zeros(p))
         self.gtol = max(rtol, 1e-12) * (1.0 + float(np.linalg.norm(g0)))
         self.last_iterations = 0
         self.max_iter = 1000 if solver == "lbfgs" or l1 > 0 else NEWTON_STEPS_FIXED_PER_SWEEP
 
-    def _fit_offset(self, offset: np.ndarray) -> np.ndarray:
-        return offset if self.fit_rows is None else offset[self.fit_rows]
-
     def fit(self, offset: np.ndarray) -> np.ndarray:
         # Newton-type solvers take a few steps per sweep (PBCD repeats the sweep anyway, so an exact block
         # solve early on is wasted work); the final sweeps start at the block optimum and stop at gtol.
-        result = self.solver(self.loss, self.Xf, self.yf, self.wf, self._fit_offset(offset), self.coef, self.l2,
-                             self.l1, self.gtol, self.max_iter)
+        result = self.solver(self.data.objective(offset, self.l2), self.coef, self.l1, self.gtol, self.max_iter)
         self.coef, self.last_iterations = result.coef, result.n_iter
         return self.coef
 
     def score(self) -> np.ndarray:
-        return self.X @ self.coef
+        return self.data.score(self.coef)
 
     @property
     def params(self) -> np.ndarray:
@@ -108,6 +170,13 @@ class FixedCoordinate:
     def penalty(self) -> float:
         return 0.5 * float(np.sum(self.l2 * self.coef**2)) + self.l1 * float(np.sum(np.abs(self.coef[self.l2 > 0])))
 
+    def kkt(self, offset: np.ndarray) -> float:
+        """The curvature-scaled gradient of the fitted objective (see the module doc)."""
+        grad, diag = self.data.gradient_curvature(self.coef, offset)
+        l1 = np.where(self.l2 > 0, self.l1, 0.0)
+        return scaled_gradient(grad + self.l2 * self.coef, diag + self.l2, self.coef, l1,
+                               1.0 if self.factor is None else self.factor)
+
     def variances(self, offset: np.ndarray, kind: str = "full") -> np.ndarray | None:
         """Posterior variances of the original-scale coefficients at the solution, from the Hessian H of the
         fitted objective: ``full`` = diag(H⁻¹) (None above ``MAX_DENSE_VARIANCE`` features), ``simple`` =
@@ -116,15 +185,13 @@ class FixedCoordinate:
             raise ValueError(f"variance kind must be one of {VARIANCE_KINDS}; got {kind!r}")
         if kind == "none" or self.l1 > 0:
             return None
-        off = self._fit_offset(offset)
         if kind == "simple":
-            _, d2 = self.loss.derivatives(self.yf, off + self.Xf @ self.coef)
-            diag = np.asarray(self.Xf.multiply(self.Xf).T @ (self.wf * d2)).ravel() + self.l2
-            var = _reciprocal(diag)
+            _, diag = self.data.gradient_curvature(self.coef, offset)
+            var = _reciprocal(diag + self.l2)
         else:
-            if self.X.shape[1] > MAX_DENSE_VARIANCE:
+            if self.data.n_features > MAX_DENSE_VARIANCE:
                 return None
-            H = self.loss.hessian(self.coef, self.Xf, self.yf, self.wf, off, self.l2)
+            H = self.data.hessian(self.coef, offset, self.l2)
             H[np.diag_indices_from(H)] += 1e-12
             try:
                 var = np.diag(np.linalg.inv(H)).copy()
@@ -132,6 +199,26 @@ class FixedCoordinate:
                 return None
         # b = factor · b', so Var(b) = factor² Var(b') (and 1 / diag of the original-space Hessian likewise)
         return var if self.factor is None else var * self.factor**2
+
+
+@dataclass
+class PairIndex:
+    """Which (entity, feature) each coefficient of a random effect belongs to: ``pair_entity`` indexes
+    ``entity_ids``, ``pair_col`` indexes ``features``; pairs sorted by (entity code, column), so
+    ``pair_keys`` (entity × features + column) is sorted."""
+
+    entity_ids: pa.Array
+    features: FeatureIndexMap
+    pair_entity: np.ndarray
+    pair_col: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def pair_keys(self) -> np.ndarray:
+        return self.pair_entity * max(self.n_features, 1) + self.pair_col
 
 
 class RandomCoordinate:
@@ -196,8 +283,6 @@ class RandomCoordinate:
 
     def _fit_large(self, ent, offset):
         """Fallback for an entity with many features: trust-region Newton-CG on its sparse local design."""
-        from .solvers import solve_trust_ncg
-
         design = ent.operator()
         mean, prec = self.prior_mean[ent.pairs], self.prior_prec[ent.pairs]
         # shift by the prior mean so the solver's zero-centred penalty applies: coef = mean + delta
@@ -205,7 +290,8 @@ class RandomCoordinate:
         y, w = self.y[ent.rows], self.weight[ent.rows]
         _, g0 = self.loss.loss_gradient(np.zeros(mean.size), design, y, w, np.zeros(y.size), prec)
         gtol = self.rtol * (1.0 + float(np.linalg.norm(g0)))
-        res = solve_trust_ncg(self.loss, design, y, w, off, self.values[ent.pairs] - mean, prec, 0.0, gtol, 500)
+        res = solve_trust_ncg(GLMObjective(self.loss, design, y, w, off, prec), self.values[ent.pairs] - mean, 0.0,
+                              gtol, 500)
         return mean + res.coef, res.n_iter
 
     def score(self) -> np.ndarray:
@@ -229,6 +315,34 @@ class RandomCoordinate:
     def penalty(self) -> float:
         diff = self.values - self.prior_mean
         return 0.5 * float(np.sum(self.prior_prec * diff * diff))
+
+    def kkt(self, offset: np.ndarray) -> float:
+        """The curvature-scaled gradient of every entity's fitted objective (see the module doc)."""
+        worst = 0.0
+        factor = self.design.pair_factor
+        for chunk in self.design.chunks:
+            valid, coef, mean, prec, y, w, off = self._chunk_arrays(chunk, offset)
+            Z = chunk.design()
+            d1, d2 = self.loss.derivatives(y, off + np.matmul(Z, coef[:, :, None])[:, :, 0])
+            grad = np.einsum("en,end->ed", w * d1, Z) + prec * (coef - mean)
+            diag = np.einsum("en,end->ed", w * d2, Z * Z) + prec
+            f = factor[np.where(valid, chunk.pairs, 0)]
+            worst = max(worst, scaled_gradient(grad[valid], diag[valid], coef[valid], 0.0, f[valid]))
+        for ent in self.design.large:
+            design = ent.operator()
+            coef, mean, prec = self.values[ent.pairs], self.prior_mean[ent.pairs], self.prior_prec[ent.pairs]
+            y, w = self.y[ent.rows], self.weight[ent.rows]
+            d1, d2 = self.loss.derivatives(y, offset[ent.rows] + design @ coef)
+            grad = np.asarray(design.T @ (w * d1)).ravel() + prec * (coef - mean)
+            c = w * d2
+            Zr = ent.design
+            scale = np.ones(ent.pairs.size) if ent.scale is None else ent.scale
+            shift = np.zeros(ent.pairs.size) if ent.shift is None else ent.shift
+            # diag of (Z·scale − shift)ᵀ C (Z·scale − shift) from three sums of the raw design
+            diag = (scale**2 * np.asarray(Zr.multiply(Zr).T @ c).ravel()
+                    - 2 * scale * shift * np.asarray(Zr.T @ c).ravel() + shift**2 * c.sum()) + prec
+            worst = max(worst, scaled_gradient(grad, diag, coef, 0.0, factor[ent.pairs]))
+        return worst
 
     def _original_prior(self):
         """The prior's Hessian in the original scale: diagonal ``prec`` per pair plus, with a standardization

@@ -15,13 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from .errors import DataError
 from .index_map import FeatureIndexMap
 
 INTERCEPT = "(intercept)"
-
-
-class DataError(ValueError):
-    """Input data does not fit the spec; the message names the column and the problem."""
 
 
 def load_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:

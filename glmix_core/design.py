@@ -278,23 +278,72 @@ class RandomDesign:
         return np.bincount(self.score_rows, weights=self.score_values * pair_values[self.score_pairs],
                            minlength=self.n_rows)
 
-    def to_original(self, values: np.ndarray) -> np.ndarray:
-        """Normalized-space pair values → original-scale values (the same array when not normalized):
-        b = factor · b', and each entity's intercept absorbs the shift, b_0 = b'_0 − Σ shift · b'."""
+    @property
+    def scaling(self) -> PairScaling:
+        """The map between the normalized pair values the solver fits and the original-scale ones."""
         if self.normalization is None:
+            return PairScaling(None, None, self.pair_entity, self.intercept_pairs, self.n_entities)
+        return PairScaling(self.pair_factor, self.pair_shift if self.has_shift else None, self.pair_entity,
+                           self.intercept_pairs, self.n_entities)
+
+    def to_original(self, values: np.ndarray) -> np.ndarray:
+        """Normalized-space pair values → original-scale values (the same array when not normalized)."""
+        return self.scaling.to_original(values)
+
+    def to_normalized(self, values: np.ndarray) -> np.ndarray:
+        """The inverse of ``to_original`` (e.g. for warm-start values)."""
+        return self.scaling.to_normalized(values)
+
+
+@dataclass
+class PairScaling:
+    """Normalized ↔ original pair values of a random effect: b = factor · b', and each entity's intercept
+    absorbs the shift, b_0 = b'_0 − Σ shift · b'. ``factor`` None: no normalization (identity);
+    ``shift`` None: no shift. Kept apart from the design so a driver can convert values it holds for
+    designs that live elsewhere (the Spark backend's partitions)."""
+
+    factor: np.ndarray | None
+    shift: np.ndarray | None
+    pair_entity: np.ndarray
+    intercept_pairs: np.ndarray
+    n_entities: int
+
+    def to_original(self, values: np.ndarray) -> np.ndarray:
+        if self.factor is None:
             return values
-        out = values * self.pair_factor
-        if self.has_shift:
-            shift = np.bincount(self.pair_entity, weights=self.pair_shift * values, minlength=self.n_entities)
+        out = values * self.factor
+        if self.shift is not None:
+            shift = np.bincount(self.pair_entity, weights=self.shift * values, minlength=self.n_entities)
             out[self.intercept_pairs] -= shift[self.pair_entity[self.intercept_pairs]]
         return out
 
     def to_normalized(self, values: np.ndarray) -> np.ndarray:
-        """The inverse of ``to_original`` (e.g. for warm-start values)."""
-        if self.normalization is None:
+        if self.factor is None:
             return values
-        out = values / self.pair_factor
-        if self.has_shift:
-            shift = np.bincount(self.pair_entity, weights=self.pair_shift * out, minlength=self.n_entities)
+        out = values / self.factor
+        if self.shift is not None:
+            shift = np.bincount(self.pair_entity, weights=self.shift * out, minlength=self.n_entities)
             out[self.intercept_pairs] += shift[self.pair_entity[self.intercept_pairs]]
         return out
+
+    @staticmethod
+    def concat(parts: list[PairScaling]) -> PairScaling:
+        """One scaling over the parts' pairs laid end to end (entity codes offset part by part)."""
+        pair_offsets = np.cumsum([0] + [p.pair_entity.size for p in parts])
+        entity_offsets = np.cumsum([0] + [p.n_entities for p in parts])
+        pair_entity = np.concatenate([p.pair_entity + o for p, o in zip(parts, entity_offsets, strict=False)]
+                                     + [np.zeros(0, np.int64)])
+        intercept_pairs = np.concatenate([p.intercept_pairs + o for p, o in zip(parts, pair_offsets, strict=False)]
+                                         + [np.zeros(0, np.int64)])
+        n = int(pair_offsets[-1])
+        factor = None
+        if any(p.factor is not None for p in parts):
+            factor = np.concatenate([np.ones(p.pair_entity.size) if p.factor is None else np.asarray(p.factor)
+                                     for p in parts] + [np.zeros(0)])
+        shift = None
+        if any(p.shift is not None for p in parts):
+            shift = np.concatenate([np.zeros(p.pair_entity.size) if p.shift is None else np.asarray(p.shift)
+                                    for p in parts] + [np.zeros(0)])
+        assert pair_entity.size == n
+        return PairScaling(factor, shift, pair_entity.astype(np.int64), intercept_pairs.astype(np.int64),
+                           int(entity_offsets[-1]))

@@ -1,5 +1,4 @@
-"""Model evaluation on a table (default metrics, named evaluators, per-group results), and the
-per-coordinate L2 grid search on a validation set."""
+"""Model evaluation on a table: default metrics, named evaluators and per-group results."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from . import metrics
 from .data import numeric_column
 from .losses import get_loss
 from .model import GLMixModel
-from .spec import GLMixSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +90,3 @@ def group_metrics(model: GLMixModel, table: pa.Table, evaluators: list[str] | tu
                          "evaluators (the model has no random-effect entity column in this data)")
     y = numeric_column(table, model.spec.response, "response")
     return ev.group_table(names, y, model.score(table), table)
-
-
-def grid_search(spec: GLMixSpec, train: pa.Table, validation: pa.Table, grid: dict[str, list[float]], *,
-                metric: str = "auc", warm_start: GLMixModel | None = None) -> tuple[GLMixModel, list[dict]]:
-    """Fit every combination of per-coordinate ``l2`` values in ``grid`` and pick by ``metric`` on
-    ``validation`` (higher is better except log_loss, rmse, poisson_deviance and the losses). ``metric`` is a
-    key of ``evaluate``'s default output or an evaluator name (``auc:member_id``, ``aupr``, …). Consecutive
-    fits warm-start from the previous one. Returns the best model and one result row per combination
-    (``{"l2": {...}, metric: value}``). A thin wrapper over ``glmix_core.tuning.grid_search``, which also
-    does random and Bayesian search and writes trial reports/models."""
-    from .tuning import grid_search as search
-
-    result = search(spec, train, validation, grid, metric=metric, warm_start=warm_start)
-    results = [{"l2": t["l2"], metric: t["value"]} for t in result.trials]
-    result.best.metadata.setdefault("metrics", {})["grid_search"] = {"metric": metric, "results": results}
-    return result.best, results
-

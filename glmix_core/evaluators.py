@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import metrics
-from .data import DataError, encode_entities
+from .data import encode_entities
+from .errors import DataError, SpecError
 from .losses import get_loss
-from .spec import SpecError
 
 GLOBAL = ("auc", "aupr", "rmse", "logistic_loss", "poisson_loss", "squared_loss", "smoothed_hinge_loss")
 GROUPED = ("auc:<id column>", "precision@<k>:<id column>")

@@ -37,20 +37,40 @@ class Normalization:
         return bool(np.any(self.shift != 0))
 
 
-def feature_statistics(X: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, sample std, max |x|) of every column of sparse ``X``, zeros included, never densifying."""
-    X = sp.csc_matrix(X)
-    n = X.shape[0]
-    total = np.asarray(X.sum(axis=0)).ravel()
-    squares = np.asarray(X.multiply(X).sum(axis=0)).ravel()
-    mean = total / max(n, 1)
-    var = np.maximum(squares - n * mean * mean, 0.0) / max(n - 1, 1)
-    max_abs = np.asarray(abs(X).max(axis=0).todense()).ravel() if n else np.zeros(X.shape[1])
-    return mean, np.sqrt(var), max_abs
+@dataclass(frozen=True)
+class ColumnSums:
+    """Mergeable column statistics of a design: rows, Σx, Σx², max |x| per column (zeros included)."""
+
+    n: int
+    total: np.ndarray
+    squares: np.ndarray
+    max_abs: np.ndarray
+
+    @classmethod
+    def of(cls, X: sp.spmatrix) -> ColumnSums:
+        X = sp.csc_matrix(X)
+        max_abs = np.asarray(abs(X).max(axis=0).todense()).ravel() if X.shape[0] else np.zeros(X.shape[1])
+        return cls(X.shape[0], np.asarray(X.sum(axis=0)).ravel(), np.asarray(X.multiply(X).sum(axis=0)).ravel(),
+                   max_abs)
+
+    def merge(self, other: ColumnSums) -> ColumnSums:
+        return ColumnSums(self.n + other.n, self.total + other.total, self.squares + other.squares,
+                          np.maximum(self.max_abs, other.max_abs))
 
 
-def make_normalization(kind: str, X: sp.spmatrix, intercept: bool) -> Normalization | None:
-    """The normalization of design ``X`` (column 0 is the intercept when ``intercept``), or None for ``none``."""
+def feature_statistics(sums: ColumnSums | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, sample std, max |x|) of every column, zeros included, never densifying."""
+    if not isinstance(sums, ColumnSums):
+        sums = ColumnSums.of(sums)
+    n = sums.n
+    mean = sums.total / max(n, 1)
+    var = np.maximum(sums.squares - n * mean * mean, 0.0) / max(n - 1, 1)
+    return mean, np.sqrt(var), sums.max_abs
+
+
+def make_normalization(kind: str, X: sp.spmatrix | ColumnSums, intercept: bool) -> Normalization | None:
+    """The normalization of design ``X`` (or of its merged ``ColumnSums``, e.g. over Spark partitions; column
+    0 is the intercept when ``intercept``), or None for ``none``."""
     if kind not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}; got {kind!r}")
     if kind == "none":

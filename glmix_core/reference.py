@@ -17,9 +17,10 @@ import pyarrow as pa
 import scipy.optimize as opt
 import scipy.sparse as sp
 
+from .building import active_rows
 from .data import encode_entities, feature_matrix
 from .design import RandomDesign
-from .fitting import _row_inputs, active_rows
+from .local_backend import row_inputs
 from .losses import Loss
 from .model import FixedEffectModel, GLMixModel, RandomEffectModel
 from .spec import GLMixSpec
@@ -46,7 +47,7 @@ class StackedProblem:
 
 def stacked_problem(spec: GLMixSpec, data: pa.Table) -> StackedProblem:
     """Build the stacked design of ``spec`` on ``data`` (same columns, condensing and bounds as ``fit``)."""
-    loss, y, weight, offset = _row_inputs(spec, data)
+    loss, y, weight, offset = row_inputs(spec, data)
     mats, l2s, blocks = [], [], []
     for c in spec.coordinates:
         if c.type == "fixed":

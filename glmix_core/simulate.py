@@ -105,10 +105,12 @@ def simulate(truth: Truth, n_rows: int, *, task: str = "logistic", day: int = 0,
 
 
 def full_spec_dict(task: str = "logistic", l2_fixed: float = 1.0, l2_member: float = 1.0, l2_job: float = 1.0,
-                   tolerance: float = 1e-6, max_iterations: int = 100) -> dict:
-    """The GLMix-Full spec for simulated data (fixed ``global``, per-member and per-job random effects)."""
+                   tolerance: float | None = None, max_iterations: int = 100) -> dict:
+    """The GLMix-Full spec for simulated data (fixed ``global``, per-member and per-job random effects);
+    ``tolerance`` None keeps the spec's default."""
     return {
-        "task": task, "response": "label", "tolerance": tolerance, "max_iterations": max_iterations,
+        "task": task, "response": "label", "max_iterations": max_iterations,
+        **({"tolerance": tolerance} if tolerance is not None else {}),
         "coordinates": [
             {"name": "global", "type": "fixed", "feature_bags": ["global"], "l2": l2_fixed},
             {"name": "per_member", "type": "random", "entity": "member_id", "feature_bags": ["job_features"],

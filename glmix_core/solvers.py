@@ -1,7 +1,11 @@
-"""Solvers. Fixed-effect solvers are plain functions with one signature, kept in ``FIXED_SOLVERS``;
+"""Solvers. Fixed-effect solvers take an objective object and are kept in ``FIXED_SOLVERS``;
 ``batch_newton`` solves many small per-entity problems at once on stacked dense arrays.
 
-Fixed-effect signature: ``solve(loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult``.
+Fixed-effect signature: ``solve(objective, coef0, l1, gtol, max_iter) -> SolverResult``, where ``objective``
+follows ``FixedObjective``: ``value_grad(c)`` (objective with its L2 term and gradient), ``hessp(c, v)`` and
+``l2`` (per coefficient; zero marks the unpenalised intercept, which also gets no L1). ``GLMObjective`` is the
+in-memory one; the Spark backend passes one whose sums run over partitions, so both backends use the same
+solvers.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import scipy.optimize as opt
@@ -28,51 +33,63 @@ class SolverResult:
     objective: float
 
 
-def solve_trust_ncg(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult:
+class FixedObjective(Protocol):
+    """Σ w ℓ(y, offset + X c) + ½ Σ l2 c², as the fixed-effect solvers see it."""
+
+    l2: np.ndarray
+
+    def value_grad(self, coef: np.ndarray) -> tuple[float, np.ndarray]: ...
+
+    def hessp(self, coef: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+
+class GLMObjective:
+    """The in-memory ``FixedObjective`` over a design ``X`` (sparse, dense or a linear operator)."""
+
+    def __init__(self, loss: Loss, X, y: np.ndarray, weight: np.ndarray, offset: np.ndarray, l2):
+        self.loss, self.X, self.y, self.weight, self.offset = loss, X, y, weight, offset
+        self.l2 = np.broadcast_to(np.asarray(l2, float), (X.shape[1],))
+        self._at: tuple[np.ndarray, tuple[float, np.ndarray]] | None = None
+
+    def value_grad(self, coef: np.ndarray) -> tuple[float, np.ndarray]:
+        if self._at is None or not np.array_equal(self._at[0], coef):
+            self._at = (coef.copy(), self.loss.loss_gradient(coef, self.X, self.y, self.weight, self.offset, self.l2))
+        return self._at[1]
+
+    def hessp(self, coef: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self.loss.hessian_product(coef, self.X, self.y, self.weight, self.offset, self.l2)(v)
+
+
+def solve_trust_ncg(objective: FixedObjective, coef0: np.ndarray, l1: float, gtol: float,
+                    max_iter: int) -> SolverResult:
     """Trust-region Newton-CG (TRON-like) with exact Hessian-vector products."""
     if l1 > 0:
-        return solve_lbfgs(loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter)
-    cache = {}
-
-    def fun(c):
-        value, grad = loss.loss_gradient(c, X, y, weight, offset, l2)
-        cache["grad"] = (c.copy(), grad)
-        return value
-
-    def jac(c):
-        cached = cache.get("grad")
-        if cached is not None and np.array_equal(cached[0], c):
-            return cached[1]
-        return loss.loss_gradient(c, X, y, weight, offset, l2)[1]
-
-    def hessp(c, v):
-        return loss.hessian_product(c, X, y, weight, offset, l2)(v)
-
+        return solve_lbfgs(objective, coef0, l1, gtol, max_iter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = opt.minimize(fun, coef0, jac=jac, hessp=hessp, method="trust-ncg",
-                           options={"gtol": gtol, "maxiter": max_iter})
+        res = opt.minimize(lambda c: objective.value_grad(c)[0], coef0, jac=lambda c: objective.value_grad(c)[1],
+                           hessp=objective.hessp, method="trust-ncg", options={"gtol": gtol, "maxiter": max_iter})
     return SolverResult(res.x, int(res.nit), bool(res.success), float(res.fun))
 
 
-def solve_newton_cg(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult:
+def solve_newton_cg(objective: FixedObjective, coef0: np.ndarray, l1: float, gtol: float,
+                    max_iter: int) -> SolverResult:
     """Line-search Newton-CG with exact Hessian-vector products (stops on a small gradient)."""
     if l1 > 0:
-        return solve_lbfgs(loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter)
+        return solve_lbfgs(objective, coef0, l1, gtol, max_iter)
     coef = np.array(coef0, dtype=float)
-    value, grad = loss.loss_gradient(coef, X, y, weight, offset, l2)
+    value, grad = objective.value_grad(coef)
     for it in range(1, max_iter + 1):
         if np.linalg.norm(grad) <= gtol:
             return SolverResult(coef, it - 1, True, value)
-        hessp = loss.hessian_product(coef, X, y, weight, offset, l2)
-        op = _Operator(hessp, coef.size)
+        op = _Operator(lambda v, c=coef: objective.hessp(c, v), coef.size)
         step, _ = _cg(op, -grad, tol=min(0.5, np.sqrt(np.linalg.norm(grad))) * np.linalg.norm(grad))
         slope = float(grad @ step)
         if slope >= 0:
             step, slope = -grad, -float(grad @ grad)
         t = 1.0
         while True:
-            new_value, new_grad = loss.loss_gradient(coef + t * step, X, y, weight, offset, l2)
+            new_value, new_grad = objective.value_grad(coef + t * step)
             if new_value <= value + 1e-4 * t * slope or t < 1e-10:
                 break
             t *= 0.5
@@ -80,24 +97,23 @@ def solve_newton_cg(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_i
     return SolverResult(coef, max_iter, bool(np.linalg.norm(grad) <= gtol), value)
 
 
-def solve_lbfgs(loss: Loss, X, y, weight, offset, coef0, l2, l1, gtol, max_iter) -> SolverResult:
+def solve_lbfgs(objective: FixedObjective, coef0: np.ndarray, l1: float, gtol: float,
+                max_iter: int) -> SolverResult:
     """scipy L-BFGS-B; with ``l1`` > 0 the coefficients are split as u − v with u, v ≥ 0 (bound-constrained)."""
     p = coef0.size
+    options = {"gtol": gtol, "ftol": 1e-15, "maxiter": max_iter, "maxcor": 20}
     if l1 > 0:
         # the intercept (l2 == 0 there, by convention unpenalised) gets no L1 either
-        l1_vec = np.where(np.broadcast_to(l2, (p,)) > 0, l1, 0.0) if np.ndim(l2) else np.full(p, l1)
+        l1_vec = np.where(objective.l2 > 0, l1, 0.0)
 
         def fun(uv):
-            c = uv[:p] - uv[p:]
-            value, grad = loss.loss_gradient(c, X, y, weight, offset, l2)
+            value, grad = objective.value_grad(uv[:p] - uv[p:])
             return value + float(l1_vec @ (uv[:p] + uv[p:])), np.concatenate([grad + l1_vec, -grad + l1_vec])
 
         x0 = np.concatenate([np.maximum(coef0, 0), np.maximum(-coef0, 0)])
-        res = opt.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * p),
-                           options={"gtol": gtol, "ftol": 1e-15, "maxiter": max_iter, "maxcor": 20})
+        res = opt.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0, None)] * (2 * p), options=options)
         return SolverResult(res.x[:p] - res.x[p:], int(res.nit), bool(res.success), float(res.fun))
-    res = opt.minimize(loss.loss_gradient, coef0, args=(X, y, weight, offset, l2), jac=True, method="L-BFGS-B",
-                       options={"gtol": gtol, "ftol": 1e-15, "maxiter": max_iter, "maxcor": 20})
+    res = opt.minimize(objective.value_grad, coef0, jac=True, method="L-BFGS-B", options=options)
     return SolverResult(res.x, int(res.nit), bool(res.success), float(res.fun))
 
 
@@ -183,19 +199,20 @@ def batch_inverse_diagonal_dual(loss: Loss, Z, y, w, offset, coef, prec) -> np.n
 
 
 def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset: np.ndarray,
-                 coef0: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray, rtol: float,
+                 coef0: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray, step_tol: float,
                  max_iter: int = 50) -> tuple[np.ndarray, int]:
     """Solve E independent small GLM problems with damped Newton, all at once.
 
     Shapes: ``Z`` (E, N, D) dense padded designs (padding rows have ``w`` = 0, padding columns are all-zero
     with ``prior_prec`` > 0 so their coefficient stays at ``prior_mean``), ``y``/``w``/``offset`` (E, N),
-    ``coef0``/``prior_mean``/``prior_prec`` (E, D). An entity stops when its Newton decrement is below
-    ``rtol * (1 + |objective|)``; converged entities drop out of the active set. Returns the coefficients
-    and the number of Newton iterations run.
+    ``coef0``/``prior_mean``/``prior_prec`` (E, D). An entity stops once its Newton step is at most
+    ``step_tol`` in every coefficient (a distance to its optimum, the unit of the PBCD stopping rule, unlike
+    an objective decrease, whose square root that distance would be); converged entities drop out of the
+    active set. Returns the coefficients and the number of Newton iterations run.
 
-    Screening: the Hessian is at least the prior precision P, so ½ gᵀP⁻¹g bounds the decrease a Newton step
-    can bring; entities whose bound already meets the stopping rule stop without forming their Hessian
-    (one gradient pass instead of a factorisation).
+    Screening: the Hessian is at least the prior precision P, so ‖g‖ / min P bounds the Newton step;
+    entities whose bound already meets the stopping rule stop without forming their Hessian (one gradient
+    pass instead of a factorisation).
     """
     coef = coef0.copy()
     active = np.arange(Z.shape[0])
@@ -208,8 +225,8 @@ def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset
         eta = oa + np.matmul(Za, ca[:, :, None])[:, :, 0]
         d1, d2 = loss.derivatives(ya, eta)
         grad = np.matmul((wa * d1)[:, None, :], Za)[:, 0, :] + pa_ * (ca - ma)
-        bound = 0.5 * np.einsum("ed,ed->e", grad, grad / pa_)
-        quiet = bound <= rtol * (1.0 + np.abs(value[active]))
+        bound = np.sqrt(np.einsum("ed,ed->e", grad, grad)) / pa_.min(axis=1)
+        quiet = bound <= step_tol
         if quiet.any():
             keep = ~quiet
             active = active[keep]
@@ -229,10 +246,10 @@ def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset
                 step = -np.matmul(np.linalg.pinv(H), grad[:, :, None])[:, :, 0]
         slope = np.einsum("ed,ed->e", grad, step)
         va = value[active]
-        done = -slope <= 2.0 * rtol * (1.0 + np.abs(va))
+        done = np.abs(step).max(axis=1) <= step_tol
         # backtracking line search, vectorised: entities still failing Armijo halve their step
         t = np.ones(len(active))
-        pending = ~done
+        pending = np.ones(len(active), bool)
         new_coef = ca.copy()
         new_val = va.copy()
         for _ in range(40):
@@ -249,7 +266,7 @@ def batch_newton(loss: Loss, Z: np.ndarray, y: np.ndarray, w: np.ndarray, offset
         coef[active] = new_coef
         value[active] = new_val
         # a step that could not decrease the objective means we are at numerical precision
-        done |= pending
+        done |= pending | (np.abs(t[:, None] * step).max(axis=1) <= step_tol)
         active = active[~done]
         if active.size == 0:
             break

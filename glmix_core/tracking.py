@@ -35,44 +35,44 @@ def fixed_scorer(table: pa.Table, cspec: CoordinateSpec, features) -> Scorer:
     return lambda coef: X @ coef
 
 
-def random_scorer(table: pa.Table, cspec: CoordinateSpec, design, entity_ids: pa.Array, features,
-                  previous=None) -> Scorer:
-    """pair values ↦ validation contribution of a random effect fit on ``design`` (pairs keyed by entity code ×
-    ``design.n_features`` + column, entity codes indexing ``entity_ids``, columns ``features``).
+def random_scorer(table: pa.Table, cspec: CoordinateSpec, pairs, previous=None) -> Scorer:
+    """pair values ↦ validation contribution of a random effect whose coefficients are ``pairs`` (a
+    ``coordinates.PairIndex``: sorted keys entity code × features + column over its entity IDs and features).
 
     ``previous`` (an incremental update's warm-start ``RandomEffectModel``): validation nonzeros on pairs the
     design lacks take the previous coefficient, as in the model ``fit`` returns."""
     n = table.num_rows
+    entity_ids, features = pairs.entity_ids, pairs.features
     Z, _ = feature_matrix(table, cspec.features, cspec.feature_bags, cspec.intercept, vocabulary=features)
     ent = pc.index_in(entity_keys(table, cspec.entity), value_set=entity_ids.cast(pa.string()))
     ent = ent.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     Zc = Z.tocoo()
     rows, cols, vals = Zc.row.astype(np.int64), Zc.col.astype(np.int64), Zc.data
     e = ent[rows]
-    keys = e * max(design.n_features, 1) + cols
-    pair_keys = design.pair_keys
+    keys = e * max(pairs.n_features, 1) + cols
+    pair_keys = pairs.pair_keys
     if pair_keys.size:
         pos = np.minimum(np.searchsorted(pair_keys, keys), pair_keys.size - 1)
         hit = (e >= 0) & (pair_keys[pos] == keys)
     else:
         pos, hit = np.zeros(keys.size, np.int64), np.zeros(keys.size, bool)
-    rows, vals, pairs = rows[hit], vals[hit], pos[hit]
+    rows, vals, hit_pairs = rows[hit], vals[hit], pos[hit]
     constant: np.ndarray | float = 0.0
     if previous is not None:
-        before, _, _ = previous.lookup(entity_ids, features, design.pair_entity, design.pair_col)
-        constant = previous.score(table) - np.bincount(rows, weights=vals * before[pairs], minlength=n)
-    return lambda values: constant + np.bincount(rows, weights=vals * values[pairs], minlength=n)
+        before, _, _ = previous.lookup(entity_ids, features, pairs.pair_entity, pairs.pair_col)
+        constant = previous.score(table) - np.bincount(rows, weights=vals * before[hit_pairs], minlength=n)
+    return lambda values: constant + np.bincount(rows, weights=vals * values[hit_pairs], minlength=n)
 
 
 class ValidationTracker:
     """Evaluates ``spec.evaluators`` on ``table`` after coordinate updates and keeps the best parameters.
 
-    ``coords``: the fit's coordinates by name (``params`` property); ``extras``: per random coordinate
-    ``{"entity_ids", "features"}``; ``locked``: coordinates scored once from ``warm_start``;
+    ``coords``: the fit's coordinates by name (``params``, ``to_original``, and ``features`` for the fixed
+    effect or ``pairs`` for random effects); ``locked``: coordinates scored once from ``warm_start``;
     ``incremental``: coordinates whose absent pairs keep the warm-start coefficients.
     """
 
-    def __init__(self, spec: GLMixSpec, table: pa.Table, coords: dict, extras: dict, *, warm_start=None,
+    def __init__(self, spec: GLMixSpec, table: pa.Table, coords: dict, *, warm_start=None,
                  locked=(), incremental=()):
         self.evaluators = ev.check(spec.evaluators, table)
         self.first = self.evaluators[0]
@@ -94,8 +94,7 @@ class ValidationTracker:
                 self.scorers[name] = fixed_scorer(table, cspec, coord.features)
             else:
                 previous = warm_start.coordinates[name] if name in incremental else None
-                self.scorers[name] = random_scorer(table, cspec, coord.design, extras[name]["entity_ids"],
-                                                   extras[name]["features"], previous)
+                self.scorers[name] = random_scorer(table, cspec, coord.pairs, previous)
             self.parts[name] = self.scorers[name](coord.to_original(coord.params))
         self.base = base
         self.history: list[dict] = []

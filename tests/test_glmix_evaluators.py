@@ -176,9 +176,9 @@ def test_group_metrics_one_row_per_group(days):
 
 def test_grid_search_accepts_an_evaluator_metric(days):
     spec = GLMixSpec.from_dict(full_spec_dict("logistic", tolerance=1e-5, max_iterations=20))
-    best, results = grid_search(spec, days[0], days[1], {"per_member": [0.01, 100.0]}, metric="aupr")
-    values = [r["aupr"] for r in results]
-    assert best.spec.coordinate("per_member").l2 == results[int(np.argmax(values))]["l2"]["per_member"]
+    result = grid_search(spec, days[0], days[1], {"per_member": [0.01, 100.0]}, metric="aupr")
+    values = [t["value"] for t in result.trials]
+    assert result.best.spec.coordinate("per_member").l2 == result.trials[int(np.argmax(values))]["l2"]["per_member"]
 
 
 def test_cli_evaluators_and_group_output(tmp_path, days, capsys):

@@ -84,12 +84,11 @@ def test_evaluate_reports_global_and_per_entity_metrics(days):
 
 def test_grid_search_picks_the_best_validation_metric(days):
     spec = GLMixSpec.from_dict(full_spec_dict("logistic", tolerance=1e-5))
-    best, results = grid_search(spec, days[0], days[1], {"per_member": [0.01, 1.0, 1000.0]}, metric="log_loss")
-    assert len(results) == 3
-    losses = [r["log_loss"] for r in results]
-    chosen = best.spec.coordinate("per_member").l2
-    assert chosen == results[int(np.argmin(losses))]["l2"]["per_member"]
-    assert best.metadata["metrics"]["grid_search"]["metric"] == "log_loss"
+    result = grid_search(spec, days[0], days[1], {"per_member": [0.01, 1.0, 1000.0]}, metric="log_loss")
+    assert len(result.trials) == 3
+    losses = [t["value"] for t in result.trials]
+    chosen = result.best.spec.coordinate("per_member").l2
+    assert chosen == result.trials[int(np.argmin(losses))]["l2"]["per_member"]
 
 
 @pytest.mark.parametrize(("change", "message"), [

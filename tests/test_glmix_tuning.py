@@ -94,17 +94,6 @@ def test_grid_covers_the_cross_product_and_picks_the_best(data):
     assert grouped.direction == "max" and all(0 < t["value"] <= 1 for t in grouped.trials)
 
 
-def test_evaluation_grid_search_keeps_its_contract(data):
-    from glmix_core import grid_search as legacy
-
-    spec, train, validation = data
-    best, results = legacy(spec, train, validation, {"per_member": [0.01, 1.0, 1000.0]}, metric="log_loss")
-    assert [r["l2"]["per_member"] for r in results] == [0.01, 1.0, 1000.0]
-    chosen = int(np.argmin([r["log_loss"] for r in results]))
-    assert best.spec.coordinate("per_member").l2 == results[chosen]["l2"]["per_member"]
-    assert best.metadata["metrics"]["grid_search"]["metric"] == "log_loss"
-
-
 def test_random_search_is_reproducible_and_log_uniform_in_range(data):
     spec, train, validation = data
     ranges = {"per_member": (0.01, 1000.0), "per_job": (0.5, 2.0)}
