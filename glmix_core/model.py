@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
-from .data import entity_keys, feature_matrix, numeric_column
+from .data import INTERCEPT, entity_keys, feature_matrix, numeric_column
 from .index_map import FeatureIndexMap
 from .losses import get_loss
 from .spec import CoordinateSpec, GLMixSpec
@@ -158,6 +160,57 @@ class RandomEffectModel:
 CoordinateModel = FixedEffectModel | RandomEffectModel
 
 
+@dataclass(frozen=True)
+class CoefficientMatrix:
+    """One coordinate's coefficients laid out over a caller's feature order (``GLMixModel.coefficient_matrix``).
+
+    Attributes:
+        coordinate: the coordinate's name.
+        entity: the coordinate's entity column (``None`` for a fixed effect).
+        entity_ids: string ID of each row (``None`` for a fixed effect, which has exactly one row).
+        features: the requested feature order: column ``k`` of ``matrix`` is feature ``features[k]``.
+        matrix: CSR ``rows × len(features)``; a (row, feature) pair without a coefficient is 0.
+        intercept: the intercept of each row (0 where the row has none).
+        found: per row, whether the model has coefficients for that row's entity (always true for a fixed
+            effect).
+        unmapped: how many of the coordinate's features (the intercept aside) have no column in ``features``.
+    """
+
+    coordinate: str
+    entity: str | None
+    entity_ids: pa.Array | None
+    features: pa.Array
+    matrix: sp.csr_matrix
+    intercept: np.ndarray
+    found: np.ndarray
+    unmapped: int
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The only row as a dense vector over ``features`` (a fixed effect's coefficients)."""
+        if self.matrix.shape[0] != 1:
+            raise ValueError(f"coordinate {self.coordinate!r} has {self.matrix.shape[0]} rows; .vector needs one")
+        return self.matrix.toarray().ravel()
+
+
+def _strings(values: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``values`` as one Arrow string array."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), pa.string())
+    return values.cast(pa.string())
+
+
+def _columns_of(names: pa.Array, features: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(column in ``features`` of each of ``names`` (-1: none), mask of the intercept among ``names``)."""
+    column = pc.index_in(names, value_set=features, skip_nulls=True)
+    column = column.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    is_intercept = pc.fill_null(pc.equal(names, INTERCEPT), False).to_numpy(zero_copy_only=False)
+    column[is_intercept] = -1
+    return column, is_intercept
+
+
 @dataclass
 class GLMixModel:
     """A fitted GLMix model: the spec, one coefficient set per coordinate, and metadata (fit history, metrics,
@@ -188,6 +241,55 @@ class GLMixModel:
     def coefficients(self) -> pa.Table:
         """All coefficients in the long form stored in ``coefficients.parquet``."""
         return pa.concat_tables([c.table() for c in self.coordinates.values()])
+
+    def coefficient_matrix(self, coordinate: str, features: Sequence[str] | pa.Array | pa.ChunkedArray,
+                           entities: Sequence[str] | pa.Array | pa.ChunkedArray | None = None) -> CoefficientMatrix:
+        """The coefficients of ``coordinate`` as a sparse matrix over the caller's feature order.
+
+        ``features``: feature names, one per column (a null entry is a column no coefficient maps to; a name
+        listed twice gets its coefficient in its first column only). The intercept is never a column: it is
+        returned per row in ``intercept``. Features of the model that ``features`` does not list are left
+        out (counted in ``unmapped``), as unknown features contribute 0 to ``score``.
+
+        A fixed effect gives one row. A random effect gives one row per entity: the model's entities in
+        their stored order, or, with ``entities`` (IDs, compared as strings; repeats allowed), one row per
+        given ID in that order, all-zero (``found`` false) for IDs the model has no coefficients for.
+
+        Vectorised: ``matrix @ x`` for feature values ``x`` in the same order, plus ``intercept``, is the
+        coordinate's contribution to ``score`` for each row's entity.
+        """
+        if coordinate not in self.coordinates:
+            raise ModelError(f"model has no coordinate {coordinate!r}; it has {sorted(self.coordinates)}")
+        coord = self.coordinates[coordinate]
+        features = _strings(features)
+        width = len(features)
+        if isinstance(coord, FixedEffectModel):
+            column, is_intercept = _columns_of(coord.features.names.cast(pa.string()), features)
+            keep = column >= 0
+            matrix = sp.csr_matrix((coord.coef[keep], (np.zeros(int(keep.sum()), np.int64), column[keep])),
+                                   shape=(1, width))
+            return CoefficientMatrix(coordinate, None, None, features, matrix,
+                                     np.array([float(coord.coef[is_intercept].sum())]), np.ones(1, bool),
+                                     int(np.count_nonzero(~keep & ~is_intercept)))
+        feature_column, feature_is_intercept = _columns_of(coord.features.names.cast(pa.string()), features)
+        column, is_intercept = feature_column[coord.pair_feature], feature_is_intercept[coord.pair_feature]
+        keep = column >= 0
+        n_model = coord.n_entities
+        by_entity = sp.csr_matrix((coord.value[keep], (coord.pair_entity[keep], column[keep])), shape=(n_model, width))
+        intercept = np.bincount(coord.pair_entity[is_intercept], weights=coord.value[is_intercept], minlength=n_model)
+        unmapped = int(np.count_nonzero((feature_column < 0) & ~feature_is_intercept))
+        if entities is None:
+            return CoefficientMatrix(coordinate, coord.spec.entity, coord.entity_ids, features, by_entity,
+                                     intercept, np.ones(n_model, bool), unmapped)
+        entities = _strings(entities)
+        position = pc.index_in(entities, value_set=coord.entity_ids, skip_nulls=True)
+        position = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        found = position >= 0
+        rows = np.flatnonzero(found)
+        select = sp.csr_matrix((np.ones(rows.size), (rows, position[found])), shape=(len(entities), n_model))
+        return CoefficientMatrix(coordinate, coord.spec.entity, entities, features, (select @ by_entity).tocsr(),
+                                 np.where(found, intercept[np.maximum(position, 0)] if n_model else 0.0, 0.0),
+                                 found, unmapped)
 
     def save(self, directory: str | Path) -> Path:
         """Write the model directory atomically (a reader sees the old or the new model, never a mix)."""
