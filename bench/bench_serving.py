@@ -240,7 +240,7 @@ def main() -> int:
     try:
         url = external or ensure_embedded(tmp / "redis")
         settings = Settings.from_env(home=tmp, redis_url=url)
-        settings = dataclasses.replace(settings, extra={"redis_prefix": prefix}, versions_kept=1)
+        settings = dataclasses.replace(settings, redis_prefix=prefix, versions_kept=1)
         keys = Keys(prefix)
         client = connect(url, max_connections=64)
         if not external:

@@ -54,7 +54,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     A non-SQLite ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` already in the environment (e.g. Postgres under
     docker-compose) is kept; otherwise the metadata DB is ``$JOBREC_HOME/airflow/airflow.db``.
     """
-    airflow_home = settings.home / "airflow"
+    airflow_home = settings.layout.airflow_home()
     env = {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),

@@ -131,7 +131,7 @@ class AirflowStack:
     """Airflow's api-server, scheduler, dag-processor and triggerer for ``settings.home``, as subprocesses.
 
     Args:
-        settings: jobrec settings; the Airflow home is ``settings.home / "airflow"``.
+        settings: jobrec settings; the Airflow home is ``settings.layout.airflow_home()``.
         port: the api-server's port (UI, REST API and the execution API the tasks call).
         host: the address the api-server binds (``127.0.0.1``: this machine only; ``0.0.0.0``: every
             interface).
@@ -146,7 +146,7 @@ class AirflowStack:
     Attributes:
         base_url: e.g. ``http://127.0.0.1:8793``.
         username, password: the login of the simple auth manager (UI and ``/auth/token``).
-        airflow_home: ``settings.home / "airflow"``.
+        airflow_home: ``settings.layout.airflow_home()``.
         processes: ``{component: subprocess.Popen}`` once started.
     """
 
@@ -168,7 +168,7 @@ class AirflowStack:
         self.port = port
         self.host = host
         self.parallelism = parallelism or default_parallelism()
-        self.airflow_home = settings.home / "airflow"
+        self.airflow_home = settings.layout.airflow_home()
         self.log_file = Path(log_file) if log_file else self.airflow_home / "logs" / "stack.log"
         self.extra_env = dict(extra_env or {})
         self.base_url = f"http://{_client_host(host)}:{port}"

@@ -1,7 +1,9 @@
 """One typed settings object for the whole pipeline, read from the environment.
 
 Every value has an embedded default so a fresh machine runs with no configuration; each can be switched to
-the real thing (a Spark master, a Redis URL, another data folder) by an environment variable.
+the real thing (a Spark master, a Redis URL, another data folder) by an environment variable. This module is
+the only one in ``pipeline`` that reads ``JOBREC_*``/``REDIS_URL`` variables (tests/test_import_layering.py);
+everything else takes a :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ def _env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number; got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false; got {raw!r}")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -43,6 +57,9 @@ class Settings:
         spark_executor_memory: ``JOBREC_SPARK_EXECUTOR_MEMORY`` (default ``2g``).
         spark_driver_memory: ``JOBREC_SPARK_DRIVER_MEMORY`` (default ``4g``).
         spark_shuffle_partitions: ``JOBREC_SPARK_SHUFFLE_PARTITIONS`` (default 8).
+        spark_ui: whether the Spark web UI runs (``JOBREC_SPARK_UI``, default false: no port, no bind warnings).
+        redis_prefix: prefix of every serving-store key (``JOBREC_REDIS_PREFIX``; ``None``, the default, means
+            the serving store's own default ``jobrec``), so several deployments can share one Redis.
         max_bad_fraction: a raw partition whose share of quarantined rows exceeds this fails validation
             (``JOBREC_MAX_BAD_FRACTION``, default 0.01).
         label_window_days: an impression is positive when the member applied within this many days
@@ -56,6 +73,10 @@ class Settings:
             (``JOBREC_RAW_POKE_INTERVAL_SECONDS``, default 300).
         raw_wait_timeout_seconds: how long the DAGs wait for late raw data before failing the run
             (``JOBREC_RAW_WAIT_TIMEOUT_SECONDS``, default 21600 = 6 h).
+        full_retrain_cron: when the weekly full retrain DAG runs, a cron expression in UTC
+            (``JOBREC_FULL_RETRAIN_CRON``, default ``0 0 * * 0``: Sundays at 00:00), read when the DAG file is
+            parsed.
+        extra: free-form values for callers that need one more setting; nothing in ``pipeline`` reads it.
     """
 
     home: Path
@@ -64,6 +85,8 @@ class Settings:
     spark_executor_memory: str = "2g"
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 8
+    spark_ui: bool = False
+    redis_prefix: str | None = None
     max_bad_fraction: float = 0.01
     label_window_days: int = 1
     top_n: int = 100
@@ -72,6 +95,7 @@ class Settings:
     gate_margin: float = 0.01
     raw_poke_interval_seconds: float = 300.0
     raw_wait_timeout_seconds: float = 21600.0
+    full_retrain_cron: str = "0 0 * * 0"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +108,8 @@ class Settings:
             spark_executor_memory=os.environ.get("JOBREC_SPARK_EXECUTOR_MEMORY") or "2g",
             spark_driver_memory=os.environ.get("JOBREC_SPARK_DRIVER_MEMORY") or "4g",
             spark_shuffle_partitions=_env_int("JOBREC_SPARK_SHUFFLE_PARTITIONS", 8),
+            spark_ui=_env_bool("JOBREC_SPARK_UI", False),
+            redis_prefix=os.environ.get("JOBREC_REDIS_PREFIX") or None,
             max_bad_fraction=_env_float("JOBREC_MAX_BAD_FRACTION", 0.01),
             label_window_days=_env_int("JOBREC_LABEL_WINDOW_DAYS", 1),
             top_n=_env_int("JOBREC_TOP_N", 100),
@@ -92,6 +118,7 @@ class Settings:
             gate_margin=_env_float("JOBREC_GATE_MARGIN", 0.01),
             raw_poke_interval_seconds=_env_float("JOBREC_RAW_POKE_INTERVAL_SECONDS", 300.0),
             raw_wait_timeout_seconds=_env_float("JOBREC_RAW_WAIT_TIMEOUT_SECONDS", 21600.0),
+            full_retrain_cron=os.environ.get("JOBREC_FULL_RETRAIN_CRON") or "0 0 * * 0",
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "home" in clean:

@@ -35,15 +35,13 @@ def daily_schedule():
 
 
 def weekly_schedule(cron: str | None = None):
-    """The full retrain's schedule: by default Sundays at 00:00 UTC (``JOBREC_FULL_RETRAIN_CRON``, read when
-    the DAG file is parsed, picks another time), for the day that just ended: a cron trigger whose one-day
-    data interval makes the day before the trigger the logical date (the run of 2026-11-29 00:00 has
-    ds=2026-11-28), so the training window always ends on the last finished day."""
-    import os
-
+    """The full retrain's schedule: by default Sundays at 00:00 UTC (``Settings.full_retrain_cron``, i.e.
+    ``JOBREC_FULL_RETRAIN_CRON``, read when the DAG file is parsed, picks another time), for the day that just
+    ended: a cron trigger whose one-day data interval makes the day before the trigger the logical date (the
+    run of 2026-11-29 00:00 has ds=2026-11-28), so the training window always ends on the last finished day."""
     from airflow.sdk import CronTriggerTimetable
 
-    cron = cron or os.environ.get("JOBREC_FULL_RETRAIN_CRON") or "0 0 * * 0"
+    cron = cron or settings_defaults().full_retrain_cron
     return CronTriggerTimetable(cron, timezone="UTC", interval=dt.timedelta(days=1))
 
 

@@ -60,7 +60,7 @@ class RawDataLandedSensor(BaseSensorOperator):
         if missing:
             self.log.info("ds=%s: waiting for raw data: %s", context["ds"], "; ".join(self._missing))
             return False
-        self.log.info("ds=%s: raw data landed under %s", context["ds"], settings.home / "raw")
+        self.log.info("ds=%s: raw data landed under %s", context["ds"], settings.layout.raw_dir())
         return True
 
 

@@ -1,13 +1,12 @@
 """Pipeline tasks of the serving store: publish a day's recommendations, verify them, roll back.
 
 Each task takes the run's ``ds`` (where it has one) and the ``Settings`` and returns a report dict.
-Redis is ``settings.redis_url`` or, unset, the embedded server under ``settings.home / "redis"``.
+Redis is ``settings.redis_url`` or, unset, the embedded server under ``$JOBREC_HOME/redis``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 
@@ -22,11 +21,11 @@ REC_COLUMNS = ["member_id", "rank", "job_id", "score"]
 
 
 def serving_keys(settings: Settings):
-    """Key names of the serving store. Prefix: ``settings.extra["redis_prefix"]``, else the environment's
-    ``JOBREC_REDIS_PREFIX``, else ``jobrec`` (several deployments can share one Redis)."""
+    """Key names of the serving store under ``settings.redis_prefix`` (``JOBREC_REDIS_PREFIX``), else the serving
+    store's default prefix ``jobrec`` (several deployments can share one Redis)."""
     from serving_store.keys import DEFAULT_PREFIX, Keys
 
-    return Keys(settings.extra.get("redis_prefix") or os.environ.get("JOBREC_REDIS_PREFIX") or DEFAULT_PREFIX)
+    return Keys(settings.redis_prefix or DEFAULT_PREFIX)
 
 
 def _model_versions(path) -> str:

@@ -35,7 +35,7 @@ def day_bounds_us(ds: str) -> tuple[int, int]:
 
 def field_weights_path(settings: Settings) -> Path:
     """Where the full retrain writes the LR-Cosine field weights (docs/architecture.md)."""
-    return settings.home / "models" / "lr_cosine" / "weights.json"
+    return settings.layout.field_weights()
 
 
 def _previous_index(layout: Layout, ds: str) -> Path | None:

@@ -5,7 +5,7 @@ Embedded default: ``local[*]``; ``JOBREC_SPARK_MASTER=spark://host:7077`` (or ru
 
 A JVM launched here writes its stdout/stderr into Python logging (logger ``jobrec.spark.jvm``, each line at
 its log4j level), never into the process's stderr, which Airflow 3's task supervisor logs at ERROR. The Spark
-web UI is off unless ``JOBREC_SPARK_UI=true``.
+web UI is off unless ``JOBREC_SPARK_UI=true`` (``Settings.spark_ui``).
 """
 
 from __future__ import annotations
@@ -73,11 +73,6 @@ class Py4jRetryFilter(logging.Filter):
                     and "py4j" in record.pathname)
 
 
-def spark_ui_enabled() -> bool:
-    """Whether ``JOBREC_SPARK_UI`` turns the Spark web UI on (off by default: no port, no bind warnings)."""
-    return os.environ.get("JOBREC_SPARK_UI", "false").strip().lower() in ("1", "true", "yes", "on")
-
-
 def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
     """Return the active SparkSession or build one from ``settings`` (reused across calls in a process).
 
@@ -100,7 +95,7 @@ def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    ui = spark_ui_enabled()
+    ui = settings.spark_ui  # JOBREC_SPARK_UI
     options = {
         "spark.app.name": app_name,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),

@@ -1,16 +1,20 @@
 """The storage layout of DESIGN.md and atomic, idempotent partition writes.
 
-Layout under ``JOBREC_HOME``::
+Layout under ``JOBREC_HOME`` (every path comes from a :class:`Layout` method; no module builds one by hand)::
 
     raw/{members,jobs,impressions,applies}/ds=YYYY-MM-DD/*.parquet
-    truth/impressions/ds=YYYY-MM-DD/                   (synthetic data only: true apply probabilities)
+    truth/impressions/ds=YYYY-MM-DD/, truth/summary.json  (synthetic data only: true apply probabilities)
     quarantine/<table>/ds=YYYY-MM-DD/
+    validated/<table>/ds=YYYY-MM-DD/                   the rows that passed validation
     features/vocab/ds=YYYY-MM-DD/
     features/{training,member_profiles,job_profiles}/ds=YYYY-MM-DD/
-    models/full/<version>/, models/daily/ds=YYYY-MM-DD/
+    models/full/<version>/, models/daily/ds=YYYY-MM-DD/, models/current.json (the promoted full model)
+    models/lr_cosine/weights.json                      the first stage's field weights
     index/jobs/ds=YYYY-MM-DD/
     candidates/ds=YYYY-MM-DD/, recommendations/ds=YYYY-MM-DD/
     reports/ds=YYYY-MM-DD/run.json
+    airflow/ (the embedded Airflow home), logs/ (demo logs); redis/ (the embedded serving store, placed by
+    serving_store.connection under the same home)
 
 Every partition is written to a hidden temporary sibling and renamed into place, so readers see either the
 old partition or the new one, and re-running a day replaces that day's partition and nothing else.
@@ -57,23 +61,57 @@ class Layout:
     home: Path
 
     def raw(self, table: str, ds: str) -> Path:
-        return self.home / "raw" / table / f"ds={check_ds(ds)}"
+        return self.raw_dir(table) / f"ds={check_ds(ds)}"
+
+    def raw_dir(self, table: str | None = None) -> Path:
+        """``raw/`` or, with ``table``, the folder of that table's ``ds=`` partitions."""
+        return self.home / "raw" / table if table else self.home / "raw"
 
     def truth(self, ds: str) -> Path:
         return self.home / "truth" / "impressions" / f"ds={check_ds(ds)}"
 
+    def truth_summary(self) -> Path:
+        """``truth/summary.json``: the synthetic generator's parameters and per-day counts."""
+        return self.home / "truth" / "summary.json"
+
     def quarantine(self, table: str, ds: str) -> Path:
-        return self.home / "quarantine" / table / f"ds={check_ds(ds)}"
+        return self.quarantine_dir() / table / f"ds={check_ds(ds)}"
+
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    def validated(self, table: str, ds: str) -> Path:
+        """The rows of raw ``table`` for ``ds`` that passed validation (``jobrec validate``)."""
+        return self.home / "validated" / table / f"ds={check_ds(ds)}"
 
     def features(self, kind: str, ds: str) -> Path:
         """``kind`` is one of training, member_profiles, job_profiles, vocab."""
         return self.home / "features" / kind / f"ds={check_ds(ds)}"
 
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    def full_models_dir(self) -> Path:
+        """The folder of every full model (``models/full/<version>``)."""
+        return self.models_dir() / "full"
+
+    def daily_models_dir(self) -> Path:
+        """The folder of every daily model (``models/daily/ds=``)."""
+        return self.models_dir() / "daily"
+
     def model_full(self, version: str) -> Path:
-        return self.home / "models" / "full" / version
+        return self.full_models_dir() / version
 
     def model_daily(self, ds: str) -> Path:
-        return self.home / "models" / "daily" / f"ds={check_ds(ds)}"
+        return self.daily_models_dir() / f"ds={check_ds(ds)}"
+
+    def model_pointer(self) -> Path:
+        """``models/current.json``: the promoted full model."""
+        return self.models_dir() / "current.json"
+
+    def field_weights(self) -> Path:
+        """``models/lr_cosine/weights.json``: the first stage's LR-Cosine field weights."""
+        return self.models_dir() / "lr_cosine" / "weights.json"
 
     def index(self, ds: str) -> Path:
         return self.home / "index" / "jobs" / f"ds={check_ds(ds)}"
@@ -86,6 +124,14 @@ class Layout:
 
     def report(self, ds: str) -> Path:
         return self.home / "reports" / f"ds={check_ds(ds)}" / "run.json"
+
+    def airflow_home(self) -> Path:
+        """The embedded Airflow home (metadata DB, ``airflow.cfg``, task logs)."""
+        return self.home / "airflow"
+
+    def logs_dir(self) -> Path:
+        """Log files of ``jobrec demo``."""
+        return self.home / "logs"
 
     def partitions(self, parent: Path) -> list[str]:
         """Sorted ``ds`` values of the complete ``ds=`` partitions directly under ``parent``."""

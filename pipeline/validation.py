@@ -15,7 +15,7 @@
    ``reason`` (written for every table, empty when nothing was rejected, so a re-run replaces it).
 4. Clean rows: **validation never rewrites raw**. The accepted rows of each table are written atomically to
    ``validated/<table>/ds=D/`` (same schema as raw, types normalised to the contract); downstream readers
-   use :func:`read_clean` (or read that path from Spark, :func:`validated_path`). Nothing is dropped
+   use :func:`read_clean` (or read that path, ``settings.layout.validated(table, ds)``, from Spark). Nothing is dropped
    silently: raw rows = clean rows + quarantined rows, per table.
 5. Threshold: when a table's quarantined fraction exceeds ``settings.max_bad_fraction`` the run fails with
    :class:`ValidationError` after writing the quarantine, and the day's ``validated/`` partitions are removed so
@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -64,11 +63,6 @@ class ValidationError(ValueError):
         self.report = report
 
 
-def validated_path(settings: Settings, table: str, ds: str) -> Path:
-    """Folder of the clean rows of ``table`` for ``ds``: ``$JOBREC_HOME/validated/<table>/ds=D``."""
-    return Path(settings.home) / "validated" / table / f"ds={check_ds(ds)}"
-
-
 def read_clean(table: str, ds: str, settings: Settings) -> pa.Table:
     """The rows of raw ``table`` for ``ds`` that passed validation (raw minus quarantine), contract schema.
 
@@ -77,7 +71,7 @@ def read_clean(table: str, ds: str, settings: Settings) -> pa.Table:
     """
     if table not in RAW_SCHEMAS:
         raise ValueError(f"unknown raw table {table!r}; expected one of {', '.join(RAW_TABLES)}")
-    path = validated_path(settings, table, ds)
+    path = settings.layout.validated(table, ds)
     if not path.is_dir():
         raise FileNotFoundError(
             f"no validated {table} for {ds} at {path}: run `jobrec validate --ds {ds}` first "
@@ -244,7 +238,7 @@ def _window_impressions(ds: str, settings: Settings, today_clean: pa.Table) -> p
     pieces = [today_clean.select(columns)]
     for back in range(1, max(0, settings.label_window_days) + 1):
         day = shift_ds(ds, -back)
-        if validated_path(settings, "impressions", day).is_dir():
+        if settings.layout.validated("impressions", day).is_dir():
             pieces.append(read_clean("impressions", day, settings).select(columns))
         elif settings.layout.raw("impressions", day).is_dir():
             earlier = read_raw("impressions", day, settings).select(columns)
@@ -311,19 +305,19 @@ def validate_day(ds: str, settings: Settings) -> dict:
     if failing:
         report["ok"] = False
         for table in RAW_TABLES:
-            shutil.rmtree(validated_path(settings, table, ds), ignore_errors=True)
+            shutil.rmtree(settings.layout.validated(table, ds), ignore_errors=True)
         detail = ", ".join(
             f"{t}: {tables[t]['quarantined']}/{tables[t]['rows']} rows ({f:.2%}; {tables[t]['reasons']})"
             for t, f in failing.items()
         )
         raise ValidationError(
             f"validation of {ds} failed: bad fraction above max_bad_fraction={settings.max_bad_fraction} "
-            f"in {detail}; rejected rows are in {layout.home / 'quarantine'}/<table>/ds={ds} "
+            f"in {detail}; rejected rows are in {layout.quarantine_dir()}/<table>/ds={ds} "
             "(fix the raw data, or raise JOBREC_MAX_BAD_FRACTION to accept them)",
             report,
         )
     for table in RAW_TABLES:
-        write_partition(validated_path(settings, table, ds), clean[table])
+        write_partition(settings.layout.validated(table, ds), clean[table])
     log.info("validate %s: %d rows, %d quarantined (%s)", ds, report["rows"], report["quarantined"],
              {t: v["reasons"] for t, v in tables.items() if v["reasons"]})
     return report

@@ -57,7 +57,7 @@ def test_logs_to_file_sends_everything_but_the_progress_view_to_the_file(tmp_pat
 
 
 def test_demo_log_path():
-    assert demo_log_path(Path("/data"), dt.datetime(2026, 3, 1, 6, 5, 4)) == Path("/data/logs/demo-20260301-060504.log")
+    assert demo_log_path(Path("/data/logs"), dt.datetime(2026, 3, 1, 6, 5, 4)) == Path("/data/logs/demo-20260301-060504.log")
 
 
 def _row(task_id: str, state: str, seconds: float | None, tries: int = 1) -> TaskRow:

@@ -17,7 +17,7 @@ from pipeline.config import Settings
 from pipeline.raw_schema import RAW_SCHEMAS
 from pipeline.storage import RAW_TABLES, read_partition, write_partition
 from pipeline.synth import generate_marketplace
-from pipeline.validation import ValidationError, read_clean, validate_day, validated_path
+from pipeline.validation import ValidationError, read_clean, validate_day
 
 DAY1, DAY2 = "2026-03-01", "2026-03-02"
 DAY2_START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
@@ -206,7 +206,7 @@ def test_bad_fraction_above_threshold_fails_after_writing_quarantine(home_settin
 def test_read_clean_before_validation_says_to_run_validate(home_settings):
     with pytest.raises(FileNotFoundError, match=f"jobrec validate --ds {DAY2}"):
         read_clean("applies", DAY2, home_settings)
-    assert not validated_path(home_settings, "applies", DAY2).exists()
+    assert not home_settings.layout.validated("applies", DAY2).exists()
 
 
 def test_validate_cli_prints_counts_and_fails_with_exit_code_2_on_a_schema_break(home_settings, capsys):

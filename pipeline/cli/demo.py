@@ -93,7 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.ui:
         return _ui(settings, args)
-    log_path = demo_log_path(settings.home)
+    log_path = demo_log_path(settings.layout.logs_dir())
     print(f"Full logs (Airflow, Spark, pipeline): {log_path}", flush=True)
     # From here on fds 1 and 2 are the log file (Airflow prints its logs and dag.test()'s task logs to
     # stdout, the Spark JVM and child processes inherit them); `out`/`err` are the terminal.
@@ -129,7 +129,7 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"  full log        {log_path}  (Airflow, Spark and every task's log)", file=out)
             print(f"  run reports     {layout.report(days[-1]).parent.parent}/ds=*/run.json "
                   "(full_retrain.json for the full retrain)", file=out)
-            print(f"  models          {settings.home / 'models'} (current.json = promoted full model; daily/ds=*)",
+            print(f"  models          {layout.models_dir()} (current.json = promoted full model; daily/ds=*)",
                   file=out)
             print(f"  recommendations {layout.recommendations(days[-1])}", file=out)
             print(f"  Airflow home    {airflow_home} (metadata DB; task log files of runs started from the UI)",
@@ -215,9 +215,9 @@ def _ui(settings, args) -> int:
 
     if args.parallelism is not None and args.parallelism < 1:
         raise ValueError(f"--parallelism must be at least 1; got {args.parallelism}")
-    if not settings.layout.partitions(settings.home / "raw" / "impressions"):
+    if not settings.layout.partitions(settings.layout.raw_dir("impressions")):
         _generate(settings, args)
-    days = settings.layout.partitions(settings.home / "raw" / "impressions")
+    days = settings.layout.partitions(settings.layout.raw_dir("impressions"))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
     stack = AirflowStack(settings, port=args.port, host=args.host, parallelism=args.parallelism)
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

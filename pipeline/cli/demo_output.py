@@ -37,10 +37,11 @@ _NOISE = re.compile(r"::(?:end)?group::|Task instance state updated|\[DAG TEST\]
 _ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)\b(?::|$)")
 
 
-def demo_log_path(home: Path, now: dt.datetime | None = None) -> Path:
-    """``<home>/logs/demo-YYYYmmdd-HHMMSS.log`` for a demo started at ``now`` (default: the current time)."""
+def demo_log_path(logs_dir: Path, now: dt.datetime | None = None) -> Path:
+    """``<logs_dir>/demo-YYYYmmdd-HHMMSS.log`` (``logs_dir``: ``Layout.logs_dir()``) for a demo started at ``now``
+    (default: the current time)."""
     stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return Path(home) / "logs" / f"demo-{stamp}.log"
+    return Path(logs_dir) / f"demo-{stamp}.log"
 
 
 @contextlib.contextmanager

@@ -51,7 +51,7 @@ def run_land(args: argparse.Namespace) -> int:
     for item in missing:
         print(f"not landed: {item}")
     if not missing:
-        print(f"ds={args.ds}: every raw table has landed under {settings.home / 'raw'}")
+        print(f"ds={args.ds}: every raw table has landed under {settings.layout.raw_dir()}")
     return 1 if missing else 0
 
 

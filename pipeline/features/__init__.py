@@ -8,7 +8,6 @@ Training rows are written in ``member_id``-hash shards (all of a member's rows i
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -32,16 +31,13 @@ def input_path(table: str, ds: str, settings: Settings) -> Path:
     """Where to read raw ``table`` for ``ds``: the validated (clean) partition when validation has run,
     else the raw partition (with a warning). Raises ``FileNotFoundError`` saying what to run when neither
     exists."""
-    try:
-        clean = importlib.import_module("pipeline.validation").validated_path(settings, table, ds)
-    except (ModuleNotFoundError, AttributeError):
-        clean = None
-    if clean is not None and clean.is_dir():
+    clean = settings.layout.validated(table, ds)
+    if clean.is_dir():
         return clean
     raw = settings.layout.raw(table, ds)
     if not raw.is_dir():
         raise FileNotFoundError(
-            f"no {table} partition for ds={ds} (looked for {clean or 'validated rows'} and {raw}); land the "
+            f"no {table} partition for ds={ds} (looked for {clean} and {raw}); land the "
             f"day's raw data (e.g. `jobrec synth`) and run `jobrec validate --ds {ds}`"
         )
     log.warning("%s for ds=%s: not validated, reading raw rows from %s", table, ds, raw)

@@ -164,7 +164,7 @@ def generate_marketplace(
         },
         "days": day_summaries,
     }
-    write_json(layout.home / "truth" / "summary.json", result)
+    write_json(layout.truth_summary(), result)
     log.info("synth: wrote %d days under %s in %.1f s", days, layout.home, time.perf_counter() - started)
     return result
 
