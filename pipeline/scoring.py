@@ -4,7 +4,9 @@ score(m, j) = b₀ + x_mj'b + α_m0 + s_j'α_m + β_j0 + q_m'β_j, the linear pr
 model), computed per block of members with sparse matrices built once: x from
 :func:`pipeline.features.pairs.pair_features` (the training code path; position fixed at
 :data:`~pipeline.features.pairs.CANONICAL_POSITION`), s_j/q_m the job/member profiles over the vocab's term
-indices, α/β the per-member/per-job coefficient matrices over the same indices.
+indices, α/β the per-member/per-job coefficient matrices over the same indices. The model is read with
+``glmix_core.load_model`` and laid out with ``GLMixModel.coefficient_matrix`` (this module never reads model
+files); the score equals ``GLMixModel.score`` on the pairs' feature bags (tests/test_scoring_rescore.py).
 
 Post-processing, in order: drop jobs that are not active after ``ds`` (expires_at ≤ the end of ``ds``, or
 unknown), drop jobs the member applied to in the last ``applied_lookback_days`` days, keep at most
@@ -18,7 +20,6 @@ jobs with the highest member-independent part of the score (b₀ + job main effe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from glmix_core import GLMixModel, ModelError, load_model
 from pipeline.config import Settings
 from pipeline.features.pairs import (
     CANONICAL_POSITION,
@@ -37,15 +39,15 @@ from pipeline.features.pairs import (
     PairRows,
     ProfileBlock,
     pair_features,
+    profile_feature_names,
     rowwise_dot,
 )
-from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS, Vocab, load_vocab
+from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS, load_vocab
 from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PER_COMPANY = 10
-INTERCEPT = "(intercept)"
 RECOMMENDATION_SCHEMA = pa.schema(
     [
         pa.field("member_id", pa.int64()),
@@ -79,97 +81,70 @@ class ScoringModel:
     members_with_coefficients: int
 
 
-def _coordinates(meta: dict) -> tuple[list[str], str | None, str | None]:
-    """(fixed coordinate names, per-member coordinate, per-job coordinate) from model.json's spec."""
-    coords = meta.get("spec", {}).get("coordinates", [])
-    fixed = [c["name"] for c in coords if c.get("type") == "fixed"]
-    per_member = next((c["name"] for c in coords if c.get("type") == "random" and c.get("entity") == "member_id"), None)
-    per_job = next((c["name"] for c in coords if c.get("type") == "random" and c.get("entity") == "job_id"), None)
-    return fixed, per_member, per_job
+def _random_part(
+    model: GLMixModel, entity: str, features: pa.Array, ids: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """(rows × features coefficients, intercepts, found mask) of the entities ``ids``, summed over the model's
+    random-effect coordinates keyed by ``entity`` (zeros when it has none)."""
+    matrix = sp.csr_matrix((len(ids), len(features)))
+    intercept, found = np.zeros(len(ids)), np.zeros(len(ids), dtype=bool)
+    entity_ids = pa.array(ids, pa.int64()).cast(pa.string())  # glmix_core compares entity IDs as strings
+    for coordinate in model.spec.coordinates:
+        if coordinate.type == "random" and coordinate.entity == entity:
+            part = model.coefficient_matrix(coordinate.name, features, entities=entity_ids)
+            matrix, intercept, found = matrix + part.matrix, intercept + part.intercept, found | part.found
+    return matrix.tocsr(), intercept, found
 
 
-def _profile_feature_columns(features: pa.Array, vocab: Vocab) -> np.ndarray:
-    """Vocab index of each ``<field>=<term>`` feature name (-1 for anything else, e.g. the intercept)."""
-    cols = np.full(len(features), -1, dtype=np.int64)
-    for f in FIELDS:
-        prefix = f + "="
-        mask = pc.fill_null(pc.starts_with(features, prefix), False).to_numpy(zero_copy_only=False)
-        if not mask.any():
-            continue
-        where = np.flatnonzero(mask)
-        terms = pc.utf8_slice_codeunits(features.take(pa.array(where)), len(prefix))
-        local = vocab.local_codes(f, terms)
-        known = local >= 0
-        cols[where[known]] = vocab.indices(f)[local[known]]
-    return cols
+def scoring_model(
+    model: GLMixModel, space: GlobalSpace, member_ids: np.ndarray, job_ids: np.ndarray, version: str
+) -> ScoringModel:
+    """Lay a GLMix model's coefficients out over the day's features (``GLMixModel.coefficient_matrix``).
 
-
-def _entity_matrix(part: pa.Table, entity_ids: np.ndarray, vocab: Vocab) -> tuple[sp.csr_matrix, np.ndarray, int]:
-    """Per-entity coefficient rows aligned with ``entity_ids`` (sorted): (matrix, intercepts, entities found)."""
-    n = len(entity_ids)
-    if part.num_rows == 0:
-        return sp.csr_matrix((n, max(vocab.size, 1))), np.zeros(n), 0
-    ids = pc.cast(part["entity"], pa.int64()).to_numpy(zero_copy_only=False)
-    pos = np.searchsorted(entity_ids, ids)
-    pos_clipped = np.minimum(pos, max(n - 1, 0))
-    found = (pos < n) & (entity_ids[pos_clipped] == ids) if n else np.zeros(len(ids), bool)
-    features = part["feature"].combine_chunks()
-    values = part["value"].to_numpy(zero_copy_only=False)
-    is_intercept = pc.fill_null(pc.equal(features, INTERCEPT), False).to_numpy(zero_copy_only=False)
-    intercepts = np.zeros(n)
-    np.add.at(intercepts, pos[found & is_intercept], values[found & is_intercept])
-    cols = _profile_feature_columns(features, vocab)
-    keep = found & (cols >= 0)
-    matrix = sp.csr_matrix((values[keep], (pos[keep], cols[keep])), shape=(n, max(vocab.size, 1)))
-    return matrix, intercepts, int(np.count_nonzero(np.bincount(pos[found], minlength=n)))
-
-
-def load_scoring_model(model_dir: Path, space: GlobalSpace, member_ids: np.ndarray, job_ids: np.ndarray) -> ScoringModel:
-    """Read ``model.json`` + ``coefficients.parquet`` and lay the coefficients out over the day's features.
-
-    ``member_ids``/``job_ids`` are the sorted entity IDs of the rows being scored. Features the day's
-    feature space does not have contribute nothing (as for unseen features at training time).
+    Fixed effects over ``space.names`` (global feature ids); the per-member (``member_id``) and per-job
+    (``job_id``) random effects over the vocab's term indices (the columns of the profile matrices), one
+    row per entry of the sorted ``member_ids``/``job_ids``. Features the day's feature space does not have
+    contribute nothing (as for unseen features at training time).
     """
-    model_dir = Path(model_dir)
-    meta_path, coef_path = model_dir / "model.json", model_dir / "coefficients.parquet"
-    if not meta_path.is_file() or not coef_path.is_file():
-        raise FileNotFoundError(
-            f"no GLMix model at {model_dir} (needs model.json and coefficients.parquet); train one first "
-            "(`jobrec train`) or pass --model DIR"
-        )
-    meta = json.loads(meta_path.read_text())
-    coefficients = pq.read_table(coef_path)
-    fixed_names, per_member, per_job = _coordinates(meta)
-    coordinate = coefficients["coordinate"]
-
-    fixed_part = coefficients.filter(pc.is_in(coordinate, pa.array(fixed_names, pa.string())))
-    features = fixed_part["feature"].combine_chunks()
-    values = fixed_part["value"].to_numpy(zero_copy_only=False)
-    ids = space.ids_of(features)
-    fixed = np.zeros(len(space.names))
-    np.add.at(fixed, ids[ids >= 0], values[ids >= 0])
-    is_intercept = pc.fill_null(pc.equal(features, INTERCEPT), False).to_numpy(zero_copy_only=False)
-    unknown = int(np.sum((ids < 0) & ~is_intercept))
-    if unknown:
-        log.info("model %s: %d fixed-effect features are not in this day's feature space", model_dir, unknown)
-
-    def part_of(name: str | None) -> pa.Table:
-        if name is None:
-            return coefficients.slice(0, 0)
-        return coefficients.filter(pc.equal(coordinate, name))
-
-    member_coef, member_intercept, n_members = _entity_matrix(part_of(per_member), member_ids, space.vocab)
-    job_coef, job_intercept, _ = _entity_matrix(part_of(per_job), job_ids, space.vocab)
+    fixed, fixed_intercept, unmapped = np.zeros(len(space.names)), 0.0, 0
+    for coordinate in model.spec.coordinates:
+        if coordinate.type == "fixed":
+            part = model.coefficient_matrix(coordinate.name, space.names)
+            fixed += part.vector
+            fixed_intercept += float(part.intercept[0])
+            unmapped += part.unmapped
+    if unmapped:
+        log.info("model %s: %d fixed-effect features are not in this day's feature space", version, unmapped)
+    profile_features = profile_feature_names(space.vocab, max(space.vocab.size, 1))
+    member_coef, member_intercept, member_found = _random_part(model, "member_id", profile_features, member_ids)
+    job_coef, job_intercept, _ = _random_part(model, "job_id", profile_features, job_ids)
     return ScoringModel(
-        version=str(meta.get("version") or model_dir.name),
+        version=version,
         fixed=fixed,
-        fixed_intercept=float(values[is_intercept].sum()),
+        fixed_intercept=fixed_intercept,
         member_coef=member_coef,
         member_intercept=member_intercept,
         job_coef=job_coef,
         job_intercept=job_intercept,
-        members_with_coefficients=n_members,
+        members_with_coefficients=int(member_found.sum()),
     )
+
+
+def load_scoring_model(model_dir: Path, space: GlobalSpace, member_ids: np.ndarray, job_ids: np.ndarray) -> ScoringModel:
+    """Load the GLMix model at ``model_dir`` (``glmix_core.load_model``) and lay it out with :func:`scoring_model`.
+
+    ``member_ids``/``job_ids`` are the sorted entity IDs of the rows being scored. Raises
+    ``FileNotFoundError`` saying what to run when ``model_dir`` holds no readable model.
+    """
+    model_dir = Path(model_dir)
+    try:
+        model = load_model(model_dir)
+    except ModelError as exc:
+        raise FileNotFoundError(
+            f"no GLMix model at {model_dir} ({exc}); train one first (`jobrec train`) or pass --model DIR"
+        ) from exc
+    version = str(model.metadata.get("version") or model_dir.name)
+    return scoring_model(model, space, member_ids, job_ids, version)
 
 
 def score_pairs(

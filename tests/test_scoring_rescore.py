@@ -1,17 +1,22 @@
-"""Re-scoring against a hand-built GLMix model on hand-built features: the scores equal the GLMix formula
-computed directly, and the post-processing (expired, applied, company cap, top N, fallback) holds."""
+"""Re-scoring on hand-built features: the scores equal ``GLMixModel.score`` on the same (member, job) pairs
+(for a hand-built model saved with glmix_core and for a model fitted by ``glmix_core.fit`` on the training
+code path's feature bags), equal the GLMix formula computed directly, and the post-processing (expired,
+applied, company cap, top N, fallback) holds."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 import pytest
 
-from pipeline.features.vocab import FIELDS, VOCAB_SCHEMA
+from glmix_core import GLMixModel, GLMixSpec, fit, load_model
+from glmix_core.model import FixedEffectModel, RandomEffectModel
+from pipeline.features.pairs import GlobalSpace, feature_bags, profile_bag
+from pipeline.features.vocab import FIELDS, VOCAB_SCHEMA, load_vocab
 from pipeline.scoring import rescore
 from pipeline.storage import read_partition, write_partition
 
@@ -82,6 +87,30 @@ def direct_score(member: dict, job: dict, member_id: int, job_id: int) -> float:
     return score
 
 
+SPEC = {"task": "logistic", "response": "label", "coordinates": [
+    {"name": "global", "type": "fixed", "feature_bags": ["global"]},
+    {"name": "per_member", "type": "random", "entity": "member_id", "feature_bags": ["job_features"]},
+    {"name": "per_job", "type": "random", "entity": "job_id", "feature_bags": ["member_features"]}]}
+
+
+def hand_model() -> GLMixModel:
+    """FIXED/PER_MEMBER/PER_JOB as a glmix_core model (saved with ``GLMixModel.save``, as training does)."""
+    spec = GLMixSpec.from_dict(SPEC)
+    nan = float("nan")
+
+    def random(name: str, coefficients: dict) -> RandomEffectModel:
+        pairs = [(e, f, v) for e, c in coefficients.items() for f, v in c.items()]
+        return RandomEffectModel.from_pairs(
+            spec.coordinate(name), pa.array([p[0] for p in pairs]), pa.array([p[1] for p in pairs]),
+            np.array([p[2] for p in pairs]), np.full(len(pairs), nan))
+
+    return GLMixModel(spec, {
+        "global": FixedEffectModel(spec.coordinate("global"), list(FIXED), np.array(list(FIXED.values()))),
+        "per_member": random("per_member", PER_MEMBER),
+        "per_job": random("per_job", PER_JOB),
+    }, metadata={"version": "daily-test"})
+
+
 def profile_columns(profiles: list[dict]) -> dict:
     return {f: pa.array([sorted(p[f].items()) for p in profiles], PROFILE) for f in FIELDS}
 
@@ -112,20 +141,7 @@ def world(settings):
     write_partition(layout.raw("applies", "2026-01-04"), pa.table(
         {"member_id": pa.array([1], pa.int64()), "job_id": pa.array([15], pa.int64()),
          "ts": pa.array([day("2026-01-04")], TS)}))
-    model_dir = layout.model_daily(DAY)
-    model_dir.mkdir(parents=True)
-    rows = [("global", None, k, v) for k, v in FIXED.items()]
-    rows += [("per_member", e, k, v) for e, c in PER_MEMBER.items() for k, v in c.items()]
-    rows += [("per_job", e, k, v) for e, c in PER_JOB.items() for k, v in c.items()]
-    pq.write_table(pa.table({
-        "coordinate": [r[0] for r in rows], "entity": pa.array([r[1] for r in rows], pa.string()),
-        "feature": [r[2] for r in rows], "value": [float(r[3]) for r in rows],
-        "variance": pa.array([None] * len(rows), pa.float64())}), model_dir / "coefficients.parquet")
-    spec = {"task": "logistic", "response": "label", "coordinates": [
-        {"name": "global", "type": "fixed", "feature_bags": ["global"]},
-        {"name": "per_member", "type": "random", "entity": "member_id", "feature_bags": ["job_features"]},
-        {"name": "per_job", "type": "random", "entity": "job_id", "feature_bags": ["member_features"]}]}
-    (model_dir / "model.json").write_text(json.dumps({"format": "glmix/1", "spec": spec, "version": "daily-test"}))
+    hand_model().save(layout.model_daily(DAY))
     return settings
 
 
@@ -134,6 +150,64 @@ def recommendations(settings) -> dict[int, list[dict]]:
     for row in read_partition(settings.layout.recommendations(DAY)).to_pylist():
         out.setdefault(row["member_id"], []).append(row)
     return out
+
+
+def pairs_table(settings, member_ids, job_ids, position=None, *, full_profiles: bool = False) -> pa.Table:
+    """(member, job) pairs as ``GLMixModel.score`` expects them: the spec's entity columns ``member_id`` and
+    ``job_id`` and its bags ``global``/``job_features``/``member_features``, built from the day's profiles by
+    the training code path (:func:`feature_bags`; position 1, as re-scoring assumes, unless given).
+
+    ``full_profiles``: the random effects' bags hold every profile field (what re-scoring multiplies by the
+    coefficients) instead of the categorical fields the training bags keep.
+    """
+    layout = settings.layout
+    space = GlobalSpace.from_vocab(load_vocab(DAY, settings))
+    members = read_partition(layout.features("member_profiles", DAY))
+    jobs = read_partition(layout.features("job_profiles", DAY))
+    member_row = {m: i for i, m in enumerate(members["member_id"].to_pylist())}
+    job_row = {j: i for i, j in enumerate(jobs["job_id"].to_pylist())}
+    m_rows = pa.array([member_row[m] for m in member_ids])
+    j_rows = pa.array([job_row[j] for j in job_ids])
+    position = np.ones(len(m_rows)) if position is None else np.asarray(position)
+    batch = pa.table({**{f"m_{f}": members[f].take(m_rows) for f in FIELDS},
+                      **{f"j_{f}": jobs[f].take(j_rows) for f in FIELDS},
+                      "position": pa.array(position, pa.int32())})
+    bags = feature_bags(batch, space)
+    if full_profiles:
+        bags = bags.set_column(1, "job_features", profile_bag(batch, "j_", FIELDS))
+        bags = bags.set_column(2, "member_features", profile_bag(batch, "m_", FIELDS))
+    ids = {"member_id": pa.array(member_ids, pa.int64()), "job_id": pa.array(job_ids, pa.int64())}
+    return pa.table({**ids, **{name: bags[name] for name in bags.column_names}})
+
+
+def test_scores_equal_glmix_model_score_on_the_same_pairs(world):
+    rescore(DAY, world, max_per_company=None)
+    recs = read_partition(world.layout.recommendations(DAY))
+    assert set(recs["member_id"].to_pylist()) == {1, 2, 3, 4}  # with coefficients, without, on fallback
+    model = load_model(world.layout.model_daily(DAY))
+    table = pairs_table(world, recs["member_id"].to_pylist(), recs["job_id"].to_pylist(), full_profiles=True)
+    np.testing.assert_allclose(recs["score"].to_numpy(), model.score(table), rtol=0, atol=1e-12)
+
+
+def test_a_fitted_models_scores_equal_its_score_on_the_training_bags(world):
+    """A model fitted by glmix_core on the training code path's bags (random effects on the categorical
+    fields only): re-scoring gives exactly ``GLMixModel.score`` of the pairs' training-path bags."""
+    rng = np.random.default_rng(7)
+    member_ids = [m for m in MEMBERS for _ in JOBS] * 3
+    job_ids = [j for _ in MEMBERS for j in JOBS] * 3
+    train = pairs_table(world, member_ids, job_ids, rng.integers(1, 6, len(member_ids)))
+    label = (rng.random(train.num_rows) < 0.4).astype(float)
+    model = fit(GLMixSpec.from_dict(SPEC), train.append_column("label", pa.array(label)))
+    per_member = model.coefficients().filter(pc.equal(pc.field("coordinate"), "per_member"))
+    assert per_member.num_rows > len(MEMBERS), "the per-member effects have feature coefficients, not only intercepts"
+    model.metadata["version"] = "fitted"
+    model.save(world.layout.model_daily(DAY))
+
+    report = rescore(DAY, world, max_per_company=None)
+    recs = read_partition(world.layout.recommendations(DAY))
+    assert report["model_version"] == "fitted" and report["members_with_coefficients"] == len(MEMBERS)
+    table = pairs_table(world, recs["member_id"].to_pylist(), recs["job_id"].to_pylist())
+    np.testing.assert_allclose(recs["score"].to_numpy(), model.score(table), rtol=0, atol=1e-12)
 
 
 def test_scores_equal_the_glmix_formula_computed_directly(world):

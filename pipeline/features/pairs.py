@@ -311,6 +311,22 @@ def profile_bag(table: pa.Table, prefix: str = "", fields: tuple[str, ...] = FIE
     return _pack_bag(table.num_rows, row[order], names, np.concatenate(value_parts)[order])
 
 
+def profile_feature_names(vocab: Vocab, width: int | None = None) -> pa.Array:
+    """The profile feature name ``<field>=<term>`` (as in :func:`profile_bag`) of each vocab index.
+
+    Position ``i`` names the feature whose profile weight sits in column ``i`` of a :class:`ProfileBlock`
+    matrix; indices without a term (and positions up to ``width``, default ``vocab.size``) are null.
+    """
+    width = vocab.size if width is None else width
+    names = pa.concat_arrays(
+        [pc.binary_join_element_wise(pa.scalar(f), vocab.terms(f).cast(pa.string()), "=") for f in FIELDS]
+    )
+    index = np.concatenate([vocab.indices(f) for f in FIELDS])
+    position = np.full(width, -1, dtype=np.int64)
+    position[index] = np.arange(len(index))
+    return names.take(pa.array(position, mask=position < 0))
+
+
 def _pack_bag(n: int, row: np.ndarray, names: pa.Array, value: np.ndarray) -> pa.Array:
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(row, minlength=n), out=offsets[1:])
