@@ -7,10 +7,13 @@ Model store (under ``$JOBREC_HOME/models``)::
                            effects refit on the day's data, warm-started from the parent
     current.json           {"version": "full-<ds>", "ds": ...}: the promoted full model
 
-Every model directory holds glmix_core's ``model.json`` + ``coefficients.parquet``; ``model.json`` also holds
-the lineage ``{ds, kind, version, parent: {kind, version}, base_full, mode, metrics}``. ``base_full`` is the full model at
+Every model directory holds a glmix_core model (written by ``GLMixModel.save``, read by
+``glmix_core.load_model``: this module never reads glmix_core's files itself) and the jobrec lineage
+``lineage.json`` = ``{ds, kind, version, parent: {kind, version}, base_full, mode, metrics, ...}``, written in
+the same atomic rename as the model (the model's metadata holds it too). ``base_full`` is the full model at
 the root of the warm-start chain; when a newer full model has been promoted since yesterday's daily model
 was trained, today's daily model warm-starts from the full model instead (it carries the new fixed effect).
+The gate's verdict (``gate.json``) and a promotion (``promoted.json``) are written next to them.
 
 Holdout: an impression belongs to the holdout when a fixed hash of its ``impression_id`` falls below
 ``HOLDOUT_FRACTION``: deterministic, so reruns use the same split and two models are always compared on the
@@ -94,19 +97,34 @@ def split_holdout(table, fraction: float = HOLDOUT_FRACTION):
     return table.filter(pa.array(~mask)), table.filter(pa.array(mask))
 
 
+LINEAGE_FILE = "lineage.json"
+
+
 def read_lineage(model_dir: Path) -> dict:
-    """The jobrec lineage (ds, kind, version, parent, base_full, metrics) from a model's ``model.json``."""
-    path = Path(model_dir) / "model.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{model_dir} is not a model directory (no model.json)")
-    meta = json.loads(path.read_text())
+    """The jobrec lineage (ds, kind, version, parent, base_full, metrics) of a model directory.
+
+    Read from its ``lineage.json``; a model saved before jobrec wrote that file is read with
+    ``glmix_core.load_model`` and its lineage taken from the model's metadata.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / LINEAGE_FILE
+    if path.is_file():
+        meta = json.loads(path.read_text())
+    else:
+        from glmix_core import ModelError
+
+        try:
+            meta = load_model(model_dir).metadata
+        except ModelError as exc:
+            raise FileNotFoundError(f"{model_dir} is not a model directory (no {LINEAGE_FILE}; {exc})") from exc
     if "kind" not in meta:
-        raise ValueError(f"{path} has no jobrec lineage (kind, parent, base_full): it was not written by jobrec")
+        raise ValueError(f"{model_dir} has no jobrec lineage (kind, parent, base_full): it was not written by jobrec")
     return meta
 
 
 def pointer_path(settings: Settings) -> Path:
-    return settings.home / "models" / "current.json"
+    """``models/current.json``: the promoted full model's pointer."""
+    return settings.layout.model_pointer()
 
 
 def current_full(settings: Settings) -> dict | None:
@@ -131,12 +149,15 @@ def promoted_full_models(settings: Settings) -> list[dict]:
     ``[{"version", "ds", "path"}]``. A promotion leaves ``promoted.json`` in the model's folder (a rerun of
     that retrain replaces the folder, so it must be promoted again); the pointer ``current.json`` counts too.
     """
-    root = settings.home / "models" / "full"
+    root = settings.layout.full_models_dir()
     found = {}
     if root.is_dir():
         for model_dir in root.iterdir():
-            if (model_dir / PROMOTED_FILE).exists() and (model_dir / "model.json").exists():
-                lineage = read_lineage(model_dir)
+            if (model_dir / PROMOTED_FILE).exists():
+                try:
+                    lineage = read_lineage(model_dir)
+                except FileNotFoundError:  # a promotion marker left in a folder without a model
+                    continue
                 found[lineage["version"]] = {"version": lineage["version"], "ds": lineage["ds"], "path": str(model_dir)}
     current = current_full(settings)
     if current is not None and current["version"] not in found and Path(current["path"]).exists():
@@ -186,7 +207,7 @@ def resolve_parent(ds: str, settings: Settings) -> dict:
             return full_parent
     elif newest_full is not None and newest_full["ds"] == previous_day:
         return full_parent
-    newest_daily = max((d for d in settings.layout.partitions(settings.home / "models" / "daily") if d < ds),
+    newest_daily = max((d for d in settings.layout.partitions(settings.layout.daily_models_dir()) if d < ds),
                        default=None)
     newest = max([d for d in (newest_daily, newest_full and newest_full["ds"]) if d], default=None)
     if newest is None:
@@ -211,46 +232,32 @@ def _gate_failed(model_dir: Path) -> bool:
     return path.exists() and not json.loads(path.read_text()).get("passed", False)
 
 
-def _fit(spec, train, *, settings: Settings, validation=None, warm_start=None, lock=(), incremental=False,
-         engine="local", metadata=None):
-    """One call into glmix_core (``incremental``: the parent's posterior is the prior, γ = 1).
+def fit_options(settings: Settings, engine: str = "local") -> dict[str, Any]:
+    """The options of ``glmix_core.fit`` for ``engine`` (``local`` or ``spark``): the engine, and for Spark the
+    session of ``settings``. Both engines take the same spec and the training rows as an Arrow table and
+    reach the same optimum; glmix_core validates the engine name."""
+    options: dict[str, Any] = {"engine": engine}
+    if engine == "spark":
+        from pipeline.spark import get_spark
 
-    ``engine="spark"`` runs glmix_core's distributed engine on the Spark of ``settings`` (same spec, same
-    optimum); the training rows reach it as a Parquet file under ``$JOBREC_HOME/tmp`` (shared storage on a
-    cluster).
-    """
-    from glmix_core.fitting import fit
+        options["spark"] = get_spark(settings)
+    return options
 
-    kwargs: dict[str, Any] = {"warm_start": warm_start, "lock": list(lock)}
-    if incremental:
-        kwargs["incremental"] = {"forgetting": 1.0}
-    if metadata:
-        kwargs["metadata"] = metadata
-    if engine == "local":
-        return fit(spec, train, validation=validation, **kwargs)
-    if engine != "spark":
-        raise ValueError(f"engine must be 'local' or 'spark'; got engine={engine!r}")
-    import tempfile
 
-    import pyarrow.parquet as pq
+def _fit(spec, train, *, settings: Settings, warm_start=None, lock=(), incremental=False, engine="local",
+         metadata=None):
+    """One call into ``glmix_core.fit`` on ``engine`` (``incremental``: the parent's posterior is the prior,
+    γ = 1)."""
+    from glmix_core import fit
 
-    from glmix_core.evaluation import evaluate
-    from glmix_core.spark_engine import fit_spark
-    from pipeline.spark import get_spark
-
-    scratch = settings.home / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix="train-") as tmp:
-        path = Path(tmp) / "train.parquet"
-        pq.write_table(train, path)
-        model = fit_spark(spec, str(path), spark=get_spark(settings), **kwargs)
-    if validation is not None:
-        model.metadata.setdefault("metrics", {})["validation"] = evaluate(model, validation)
-    return model
+    return fit(spec, train, warm_start=warm_start, lock=list(lock),
+               incremental={"forgetting": 1.0} if incremental else None, metadata=metadata or None,
+               **fit_options(settings, engine))
 
 
 def load_model(path: str | Path):
-    from glmix_core.model import load_model as _load
+    """The GLMix model at ``path`` (``glmix_core.load_model``)."""
+    from glmix_core import load_model as _load
 
     return _load(Path(path))
 
@@ -263,29 +270,26 @@ def holdout_auc(model, holdout) -> float:
     return float(auc(y, model.score(holdout)))
 
 
-def member_coverage(model_dir: Path, holdout, coordinate: str = "per_member", entity: str = "member_id") -> float:
-    """Share of holdout rows whose entity has coefficients in the model's ``coordinate``.
-
-    Read from ``coefficients.parquet`` (long form: coordinate, entity, feature, value, variance).
-    """
+def member_coverage(model, holdout, coordinate: str = "per_member", entity: str = "member_id") -> float:
+    """Share of holdout rows whose entity has coefficients in ``model``'s random effect ``coordinate``."""
     import numpy as np
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    if holdout.num_rows == 0:
+    if holdout.num_rows == 0 or coordinate not in model.coordinates:
         return 0.0
-    coefficients = pq.read_table(Path(model_dir) / "coefficients.parquet", columns=["coordinate", "entity"])
-    entities = coefficients.filter(pc.equal(coefficients.column("coordinate"), coordinate)).column("entity")
-    known = np.unique(entities.drop_null().to_numpy(zero_copy_only=False).astype(str))
-    rows = holdout.column(entity).to_numpy(zero_copy_only=False).astype(str)
-    return float(np.isin(rows, known).mean())
+    rows = holdout.column(entity).combine_chunks().cast("string")
+    return float(np.mean(model.coefficient_matrix(coordinate, [], entities=rows).found))
 
 
 def _save_model(model, target: Path, lineage: dict) -> None:
-    """Write the model to ``target`` (glmix_core writes atomically) with ``lineage`` in its ``model.json``."""
+    """Write the model and its ``lineage.json`` to ``target`` in one atomic rename (the lineage also goes into
+    the model's metadata, so the model directory describes itself to glmix_core's tools)."""
+    from pipeline.storage import atomic_directory, write_json
+
     metrics = {**model.metadata.get("metrics", {}), **lineage.pop("metrics", {})}
     model.metadata.update(lineage, metrics=metrics)
-    model.save(target)
+    with atomic_directory(target) as tmp:
+        model.save(tmp)
+        write_json(tmp / LINEAGE_FILE, {**lineage, "metrics": metrics})
 
 
 # --------------------------------------------------------------------------------------------- daily
@@ -376,9 +380,10 @@ def gate(ds: str, settings: Settings, margin: float = 0.01, min_coverage: float 
     _, holdout = split_holdout(load_training_day(ds, settings))
     if holdout.num_rows == 0:
         raise GateFailedError(f"gate ds={ds}: the holdout is empty, the model cannot be checked")
-    auc = holdout_auc(load_model(model_dir), holdout)
+    model = load_model(model_dir)
+    auc = holdout_auc(model, holdout)
     parent_auc = holdout_auc(load_model(parent_dir), holdout)
-    coverage = member_coverage(model_dir, holdout)
+    coverage = member_coverage(model, holdout)
     result = {
         "holdout_auc": auc,
         "parent_holdout_auc": parent_auc,
@@ -462,6 +467,30 @@ def _window_table(ds: str, settings: Settings, days: int):
     return pa.concat_tables([load_training_day(d, settings) for d in present], promote_options="default"), present
 
 
+def _shared_l2_grid(spec, train, holdout, grid: list[float], options: dict[str, Any]):
+    """``glmix_core.tuning.grid_search`` over L2 values shared by every coordinate: one fit per value of
+    ``grid`` (not the cross product of per-coordinate lists), each warm-started from the previous one; the
+    best holdout AUC wins (the first on ties). Returns a ``TuningResult`` over all the trials."""
+    import dataclasses
+    import math
+
+    from glmix_core.tuning import grid_search
+
+    results = []
+    for value in grid:
+        # one point of the shared grid: every coordinate at ``value``
+        results.append(grid_search(spec, train, holdout, {c.name: [value] for c in spec.coordinates}, metric="auc",
+                                   warm_start=results[-1].best if results else None, fit_options=options))
+    values = [r.best_trial["value"] for r in results]
+    # the first of the highest AUCs (an undefined AUC never wins unless every one is)
+    index = max(range(len(values)), key=lambda i: (values[i] is not None and math.isfinite(values[i]),
+                                                   values[i] if values[i] is not None else 0.0, -i))
+    trials = [{**r.best_trial, "trial": number} for number, r in enumerate(results, start=1)]
+    best = results[index]
+    best.best.metadata.setdefault("tuning", {}).update(trial=index + 1, n_trials=len(results), shared_l2=True)
+    return dataclasses.replace(best, best_trial=trials[index], trials=trials)
+
+
 def train_full(
     ds: str,
     settings: Settings,
@@ -476,7 +505,7 @@ def train_full(
     """Fit the full GLMix on the window ending at ``ds``, choosing the L2 by holdout AUC.
 
     ``l2_search="grid"`` (default) tries every value of ``l2_grid`` for all coordinates at once (one fit per
-    value). ``l2_search="bayesian"`` picks one L2 per coordinate by Bayesian search (``glmix_core.tuning``)
+    value, by ``glmix_core.tuning.grid_search``). ``l2_search="bayesian"`` picks one L2 per coordinate by Bayesian search (``glmix_core.tuning``)
     over ``tuning_trials`` fits in the log-uniform box ``l2_range``, seeded by ``seed``, starting from the grid
     values, so on the holdout it is never worse than the grid. It costs ``tuning_trials`` fits; on the
     synthetic marketplace it found nothing better than the shared grid (bench/bench_l2_search.py), so it is
@@ -500,33 +529,22 @@ def train_full(
     train, holdout = split_holdout(table)
     if train.num_rows == 0 or holdout.num_rows == 0:
         raise ValueError(f"the window ending {ds} has too few rows to train and evaluate ({table.num_rows})")
+    options = fit_options(settings, engine)
+    spec = load_spec()
     if l2_search == "grid":
-        trials, best, previous = [], None, None
-        for value in grid:
-            spec = load_spec(value)
-            # Consecutive grid points warm-start from the previous fit: same optimum, fewer iterations.
-            model = _fit(spec, train, warm_start=previous, engine=engine, settings=settings)
-            previous = model
-            auc = holdout_auc(model, holdout)
-            trials.append({"l2": {c.name: value for c in spec.coordinates}, "holdout_auc": auc})
-            log.info("full retrain ds=%s: l2=%g holdout AUC %.4f", ds, value, auc)
-            if best is None or auc > best[1]:
-                best = (trials[-1]["l2"], auc, model)
-        l2, auc, model = best
+        result = _shared_l2_grid(spec, train, holdout, grid, options)
     else:
         from glmix_core.tuning import bayesian_search
-
-        spec = load_spec()
-
-        def fitter(trial_spec, rows, *, warm_start, lock):
-            return _fit(trial_spec, rows, warm_start=warm_start, lock=lock, engine=engine, settings=settings)
 
         # the shared grid values start the search, so it keeps the grid's best unless it finds better
         starts = [{c.name: v for c in spec.coordinates} for v in grid if low <= v <= high]
         result = bayesian_search(spec, train, holdout, {c.name: (low, high) for c in spec.coordinates},
-                                 trials=tuning_trials, seed=seed, metric="auc", fitter=fitter, start_points=starts)
-        model, l2, auc = result.best, result.best_trial["l2"], result.best_trial["value"]
-        trials = [{"l2": t["l2"], "holdout_auc": t["value"]} for t in result.trials]
+                                 trials=tuning_trials, seed=seed, metric="auc", fit_options=options,
+                                 start_points=starts)
+    model, l2, auc = result.best, result.best_trial["l2"], result.best_trial["value"]
+    trials = [{"l2": t["l2"], "holdout_auc": t["value"]} for t in result.trials]
+    for trial in trials:
+        log.info("full retrain ds=%s (%s): l2 %s holdout AUC %.4f", ds, l2_search, trial["l2"], trial["holdout_auc"])
     version = full_version(ds)
     metrics = {"rows": train.num_rows, "holdout_rows": holdout.num_rows, "holdout_auc": auc, "l2": l2}
     lineage = {

@@ -163,7 +163,7 @@ def test_backfilling_older_days_again_keeps_the_newest_served_and_every_rollback
 
 def test_an_injected_worse_model_is_stopped_by_the_gate_and_the_old_lists_stay_served(home) -> None:
     from pipeline.airflow_env import run_dag
-    from pipeline.training import holdout_auc, load_model, load_training_day, split_holdout
+    from pipeline.training import LINEAGE_FILE, holdout_auc, load_model, load_training_day, split_holdout
 
     served = _lookup(home).served()
     member = _some_members(home, D5, 1)[0]
@@ -174,9 +174,9 @@ def test_an_injected_worse_model_is_stopped_by_the_gate_and_the_old_lists_stay_s
     table = pq.read_table(bad / "coefficients.parquet")
     negated = table.set_column(table.schema.get_field_index("value"), "value", pc.negate(table.column("value")))
     pq.write_table(negated, bad / "coefficients.parquet")
-    meta = json.loads((bad / "model.json").read_text())
-    meta.update(ds=D6, version=f"daily-{D6}", parent={"kind": "daily", "version": f"daily-{D5}"})
-    (bad / "model.json").write_text(json.dumps(meta))
+    lineage = json.loads((bad / LINEAGE_FILE).read_text())
+    lineage.update(ds=D6, version=f"daily-{D6}", parent={"kind": "daily", "version": f"daily-{D5}"})
+    (bad / LINEAGE_FILE).write_text(json.dumps(lineage))
 
     result = run_dag("jobrec_daily", D6, CONF, mark_success_pattern="retrain")
     assert result["tasks"]["validate_raw"] == "success" and result["tasks"]["build_features"] == "success"

@@ -194,8 +194,8 @@ def _fake_model(settings, kind: str, ds: str, parent: str | None = None, base_fu
     path = settings.layout.model_full(version) if kind == "full" else settings.layout.model_daily(ds)
     path.mkdir(parents=True)
     parent_ref = None if parent is None else {"kind": parent.split("-", 1)[0], "version": parent}
-    (path / "model.json").write_text(json.dumps({"kind": kind, "ds": ds, "version": version, "parent": parent_ref,
-                                                 "base_full": base_full or version}))
+    (path / training.LINEAGE_FILE).write_text(json.dumps({"kind": kind, "ds": ds, "version": version,
+                                                          "parent": parent_ref, "base_full": base_full or version}))
     if promoted:
         (path / training.PROMOTED_FILE).write_text(json.dumps({"version": version, "ds": ds}))
     if gate_passed is not None:
@@ -247,6 +247,12 @@ def test_full_retrain_grid_search_gate_and_forward_only_promotion(trained_home) 
     # a grid value is shared by every coordinate
     assert [set(row["l2"].values()) for row in result["trials"]] == [{0.1}, {1.0}, {100.0}]
     assert result["holdout_auc"] == max(row["holdout_auc"] for row in result["trials"])
+    # the trials ran through glmix_core.tuning.grid_search: the kept model says which one it is
+    saved = training.load_model(settings.layout.model_full(result["version"]))
+    best = 1 + [row["holdout_auc"] for row in result["trials"]].index(result["holdout_auc"])
+    assert saved.metadata["tuning"]["method"] == "grid"
+    assert (saved.metadata["tuning"]["trial"], saved.metadata["tuning"]["n_trials"]) == (best, 3)
+    assert {c.name: c.l2 for c in saved.spec.coordinates} == result["l2"]
     gated = training.gate_full(DAYS[2], settings, margin=0.05)
     assert gated["current"] == "full-2024-03-01"
     assert training.promote(DAYS[2], settings)["promoted"] is True
@@ -285,6 +291,43 @@ def test_full_retrain_bayesian_search_keeps_the_best_per_coordinate_l2_by_holdou
         training.train_full(DAYS[2], settings, window_days=3, l2_search="anneal")
     with pytest.raises(ValueError, match="l2_range must be"):
         training.train_full(DAYS[2], settings, window_days=3, l2_search="bayesian", l2_range=(10.0, 1.0))
+
+
+def test_lineage_is_written_with_the_model_and_read_without_loading_it(trained_home) -> None:
+    settings = trained_home
+    training.train_daily(DAYS[1], settings)
+    model_dir = settings.layout.model_daily(DAYS[1])
+    lineage = json.loads((model_dir / training.LINEAGE_FILE).read_text())
+    assert lineage["parent"] == {"kind": "full", "version": "full-2024-03-01"} and lineage["kind"] == "daily"
+    assert training.read_lineage(model_dir) == lineage
+    # the model describes itself too (glmix_core metadata), and the write left no temporary folders behind
+    model = training.load_model(model_dir)
+    assert {k: model.metadata[k] for k in ("ds", "kind", "version", "parent", "base_full")} == \
+        {k: lineage[k] for k in ("ds", "kind", "version", "parent", "base_full")}
+    assert not any(p.name.startswith((".tmp", ".trash")) for p in model_dir.parent.iterdir())
+    # a model saved before jobrec wrote lineage.json: its lineage comes from the model's metadata
+    (model_dir / training.LINEAGE_FILE).unlink()
+    assert training.read_lineage(model_dir)["parent"] == lineage["parent"]
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        training.read_lineage(settings.layout.model_daily(DAYS[2]).parent / "nothing-here")
+
+
+def test_member_coverage_counts_holdout_rows_whose_member_has_an_effect(trained_home) -> None:
+    settings = trained_home
+    model = training.load_model(settings.layout.model_full("full-2024-03-01"))
+    known = set(model.coefficient_matrix("per_member", []).entity_ids.to_pylist())
+    holdout = training_day(1)
+    expected = np.isin(holdout.column("member_id").to_numpy().astype(str), sorted(known)).mean()
+    assert training.member_coverage(model, holdout) == pytest.approx(expected)
+    assert training.member_coverage(model, holdout.slice(0, 0)) == 0.0
+    assert training.member_coverage(model, holdout, coordinate="per_nothing") == 0.0
+
+
+def test_fits_go_through_glmix_core_fit_which_checks_the_engine(settings) -> None:
+    train = training_day(0)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        training._fit(training.load_spec(), train, settings=settings, engine="gpu")
+    assert training.fit_options(settings) == {"engine": "local"}
 
 
 def test_run_report_keeps_task_results_and_flattens_counts_metrics_and_timings(settings) -> None:
