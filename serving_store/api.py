@@ -5,7 +5,8 @@ version, ds); unknown members get the fallback list; an invalid ID is a 400 with
 pings Redis and names the served version. Redis trouble is a 503 with a message, never a 500.
 
 The Redis client is built in the lifespan handler and injected with ``Depends``. Run it with
-``jobrec serve`` (binds 127.0.0.1 by default).
+``jobrec serve`` (binds 127.0.0.1 by default), which builds the app from the pipeline's settings: this package
+imports nothing from ``pipeline`` (tests/test_import_layering.py).
 """
 
 from __future__ import annotations
@@ -90,12 +91,3 @@ def create_app(
         return {"status": "ok", "served": served}
 
     return app
-
-
-def app_from_env() -> FastAPI:
-    """App factory for ``uvicorn --factory serving_store.api:app_from_env`` (settings from the env)."""
-    from pipeline.config import Settings
-    from pipeline.publishing import serving_keys
-
-    settings = Settings.from_env()
-    return create_app(settings, keys=serving_keys(settings), default_limit=settings.top_n)
