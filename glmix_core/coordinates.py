@@ -4,15 +4,16 @@
 here, the Spark backend's partitioned one there); ``RandomCoordinate`` solves all entities as a batch with
 ``batch_newton`` over a ``RandomDesign``. Every coordinate, of either backend, exposes what the PBCD driver
 (``glmix_core.pbcd``) uses: ``fit(offset)``, ``score()``, ``params``, ``prior()``, ``penalty()``,
-``kkt(offset)``, ``variances(offset, kind)``, ``to_original(params)`` and ``last_iterations``.
+``variances(offset, kind)``, ``to_original(params)``, ``last_iterations`` and ``last_kkt``.
 
 With normalization, ``params`` (and ``coef``/``values``, the prior and the penalty) live in the normalized
 space, where the L2 penalty applies; ``to_original`` gives the original-scale coefficients that are saved
 and score raw data, and ``variances`` are those of the original-scale coefficients.
 
-``kkt(offset)`` is the coordinate's stopping measure: the largest curvature-scaled gradient |g_j| / H_jj of
-its fitted objective (the Newton step each coefficient would take alone, in original units), with L1's
-subgradient at zero coefficients; PBCD stops when every coordinate's measure is below the tolerance.
+``last_kkt`` is the coordinate's stopping measure, taken by ``fit`` before it moves: the largest
+curvature-scaled gradient |g_j| / H_jj of its fitted objective at the offset it was given (the Newton step
+each coefficient would take alone, in original units), with L1's subgradient at zero coefficients. PBCD
+stops after a sweep in which every coordinate started within the tolerance.
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ class FixedData(Protocol):
     row for scoring. The design may already be normalized (``FixedCoordinate`` fits in that space)."""
 
     n_features: int
+    n_rows: int
 
     def objective(self, offset: np.ndarray, l2: np.ndarray) -> FixedObjective: ...
 
     def score(self, coef: np.ndarray) -> np.ndarray: ...
 
-    def gradient_curvature(self, coef: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def curvature(self, coef: np.ndarray, offset: np.ndarray) -> np.ndarray: ...
 
     def hessian(self, coef: np.ndarray, offset: np.ndarray, l2: np.ndarray) -> np.ndarray: ...
 
@@ -84,7 +86,7 @@ class LocalFixedData:
     def __init__(self, loss: Loss, X: sp.csr_matrix, y: np.ndarray, weight: np.ndarray,
                  fit_rows: np.ndarray | None = None, fit_weight: np.ndarray | None = None):
         self.loss, self.X = loss, X.tocsr()
-        self.n_features = X.shape[1]
+        self.n_rows, self.n_features = X.shape
         self.fit_rows = fit_rows
         if fit_rows is None:
             self.Xf, self.yf, self.wf = self.X, y, weight
@@ -101,12 +103,10 @@ class LocalFixedData:
     def score(self, coef: np.ndarray) -> np.ndarray:
         return self.X @ coef
 
-    def gradient_curvature(self, coef: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(X'(w ℓ'), diag X' diag(w ℓ'') X) of the data term over the fit rows."""
-        d1, d2 = self.loss.derivatives(self.yf, self._offset(offset) + self.Xf @ coef)
-        grad = np.asarray(self.Xf.T @ (self.wf * d1)).ravel()
-        diag = np.asarray(self.Xf.multiply(self.Xf).T @ (self.wf * d2)).ravel()
-        return grad, diag
+    def curvature(self, coef: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """diag X' diag(w ℓ'') X of the data term over the fit rows."""
+        _, d2 = self.loss.derivatives(self.yf, self._offset(offset) + self.Xf @ coef)
+        return np.asarray(self.Xf.multiply(self.Xf).T @ (self.wf * d2)).ravel()
 
     def hessian(self, coef: np.ndarray, offset: np.ndarray, l2: np.ndarray) -> np.ndarray:
         return self.loss.hessian(coef, self.Xf, self.yf, self.wf, self._offset(offset), l2)
@@ -131,16 +131,20 @@ class FixedCoordinate:
         self.l1, self.solver = float(l1), FIXED_SOLVERS[solver]
         self.coef = np.zeros(p) if coef0 is None else self.to_normalized(np.asarray(coef0, float))
         # gradient scale at b = 0 (with no offset) sets an absolute tolerance that is stable across sweeps
-        self.n_rows = len(data.score(np.zeros(p)))
-        _, g0 = data.objective(np.zeros(self.n_rows), self.l2).value_grad(np.zeros(p))
+        _, g0 = data.objective(np.zeros(data.n_rows), self.l2).value_grad(np.zeros(p))
         self.gtol = max(rtol, 1e-12) * (1.0 + float(np.linalg.norm(g0)))
         self.last_iterations = 0
+        self.last_kkt = float("inf")
         self.max_iter = 1000 if solver == "lbfgs" or l1 > 0 else NEWTON_STEPS_FIXED_PER_SWEEP
 
     def fit(self, offset: np.ndarray) -> np.ndarray:
         # Newton-type solvers take a few steps per sweep (PBCD repeats the sweep anyway, so an exact block
         # solve early on is wasted work); the final sweeps start at the block optimum and stop at gtol.
-        result = self.solver(self.data.objective(offset, self.l2), self.coef, self.l1, self.gtol, self.max_iter)
+        objective = self.data.objective(offset, self.l2)
+        grad, diag = objective.gradient_diagonal(self.coef)
+        self.last_kkt = scaled_gradient(grad, diag, self.coef, np.where(self.l2 > 0, self.l1, 0.0),
+                                        1.0 if self.factor is None else self.factor)
+        result = self.solver(objective, self.coef, self.l1, self.gtol, self.max_iter)
         self.coef, self.last_iterations = result.coef, result.n_iter
         return self.coef
 
@@ -170,13 +174,6 @@ class FixedCoordinate:
     def penalty(self) -> float:
         return 0.5 * float(np.sum(self.l2 * self.coef**2)) + self.l1 * float(np.sum(np.abs(self.coef[self.l2 > 0])))
 
-    def kkt(self, offset: np.ndarray) -> float:
-        """The curvature-scaled gradient of the fitted objective (see the module doc)."""
-        grad, diag = self.data.gradient_curvature(self.coef, offset)
-        l1 = np.where(self.l2 > 0, self.l1, 0.0)
-        return scaled_gradient(grad + self.l2 * self.coef, diag + self.l2, self.coef, l1,
-                               1.0 if self.factor is None else self.factor)
-
     def variances(self, offset: np.ndarray, kind: str = "full") -> np.ndarray | None:
         """Posterior variances of the original-scale coefficients at the solution, from the Hessian H of the
         fitted objective: ``full`` = diag(H⁻¹) (None above ``MAX_DENSE_VARIANCE`` features), ``simple`` =
@@ -186,8 +183,7 @@ class FixedCoordinate:
         if kind == "none" or self.l1 > 0:
             return None
         if kind == "simple":
-            _, diag = self.data.gradient_curvature(self.coef, offset)
-            var = _reciprocal(diag + self.l2)
+            var = _reciprocal(self.data.curvature(self.coef, offset) + self.l2)
         else:
             if self.data.n_features > MAX_DENSE_VARIANCE:
                 return None
@@ -243,6 +239,7 @@ class RandomCoordinate:
         self.prior_prec = np.full(n, self.l2) if prior_prec is None else prior_prec
         self.rtol = max(rtol, 1e-14)
         self.last_iterations = 0
+        self.last_kkt = float("inf")
         # Newton steps per entity per sweep: the sweep is repeated anyway, so an inexact block solve saves
         # the extra factorisation a convergence check would cost; PBCD converges to the same optimum.
         self.newton_steps = NEWTON_STEPS_PER_SWEEP
@@ -267,6 +264,7 @@ class RandomCoordinate:
         return valid, mean, prec, y, w
 
     def fit(self, offset: np.ndarray) -> np.ndarray:
+        self.last_kkt = self.kkt(offset)
         iterations = 0
         for chunk in self.design.chunks:
             valid, coef, mean, prec, y, w, off = self._chunk_arrays(chunk, offset)
@@ -317,7 +315,7 @@ class RandomCoordinate:
         return 0.5 * float(np.sum(self.prior_prec * diff * diff))
 
     def kkt(self, offset: np.ndarray) -> float:
-        """The curvature-scaled gradient of every entity's fitted objective (see the module doc)."""
+        """The curvature-scaled gradient of every entity's fitted objective at ``offset`` (module doc)."""
         worst = 0.0
         factor = self.design.pair_factor
         for chunk in self.design.chunks:

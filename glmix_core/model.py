@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from .data import INTERCEPT, entity_keys, feature_matrix, numeric_column
+from .errors import ModelError
 from .index_map import FeatureIndexMap
 from .losses import get_loss
 from .spec import CoordinateSpec, GLMixSpec
@@ -32,10 +33,6 @@ COEFFICIENT_SCHEMA = pa.schema([
     ("coordinate", pa.string()), ("entity", pa.string()), ("feature", pa.string()),
     ("value", pa.float64()), ("variance", pa.float64()),
 ])
-
-
-class ModelError(ValueError):
-    """A model directory is missing, malformed, or does not fit the request."""
 
 
 @dataclass

@@ -42,6 +42,8 @@ class FixedObjective(Protocol):
 
     def hessp(self, coef: np.ndarray, v: np.ndarray) -> np.ndarray: ...
 
+    def gradient_diagonal(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class GLMObjective:
     """The in-memory ``FixedObjective`` over a design ``X`` (sparse, dense or a linear operator)."""
@@ -58,6 +60,12 @@ class GLMObjective:
 
     def hessp(self, coef: np.ndarray, v: np.ndarray) -> np.ndarray:
         return self.loss.hessian_product(coef, self.X, self.y, self.weight, self.offset, self.l2)(v)
+
+    def gradient_diagonal(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient and the Hessian's diagonal at ``coef`` (the KKT measure's inputs)."""
+        _, d2 = self.loss.derivatives(self.y, self.offset + self.X @ coef)
+        diag = np.asarray(self.X.multiply(self.X).T @ (self.weight * d2)).ravel() + self.l2
+        return self.value_grad(coef)[1], diag
 
 
 def solve_trust_ncg(objective: FixedObjective, coef0: np.ndarray, l1: float, gtol: float,

@@ -13,9 +13,9 @@ import pytest
 import scipy.sparse as sp
 
 from glmix_core import GLMixSpec, fit, load_model
+from glmix_core.building import active_rows
 from glmix_core.data import DataError
 from glmix_core.design import RandomDesign, select_features
-from glmix_core.building import active_rows
 from glmix_core.sampling import down_sample, entity_reweighting, row_keys
 from glmix_core.spec import CoordinateSpec
 

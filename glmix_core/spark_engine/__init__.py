@@ -1,27 +1,13 @@
-"""The distributed GLMix engine (``--engine spark``): same spec, same model, same answers as ``glmix_core.fit``.
+"""The Spark backend of ``glmix_core.fit`` (``fit(spec, data, engine="spark", spark=session)``).
 
-Usage::
-
-    from glmix_core.spark_engine import fit_spark
-    model = fit_spark(spec, "features/training/ds=2024-01-01/", spark=session)      # or a Spark DataFrame
-    model = fit_spark(spec, today, spark=session, warm_start=yesterday, lock=["global"])  # daily retrain
-
-Layout (paper Figure 2): the fixed effect is solved on the driver from gradients/Hessians aggregated over the
-input partitions (``fixed.py``); each random effect keeps its rows and coefficients together in partitions
-keyed by entity and runs the local batched Newton solver there (``random.py``); only per-row scores are
-exchanged between coordinate updates, joined by row id (``scores.py``). PySpark is imported only inside this
-subpackage, so ``glmix_core`` itself needs no JVM.
+Same spec, same PBCD driver, same model as the local backend; only where rows and per-entity solves live
+differs (``backend.py``). PySpark is imported only inside this subpackage, so ``glmix_core`` itself needs
+no JVM.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..model import GLMixModel
-    from ..spec import GLMixSpec
-
-__all__ = ["fit_spark", "spark_session"]
+__all__ = ["spark_session"]
 
 
 def spark_session(master: str | None = "local[*]", app_name: str = "glmix"):
@@ -40,13 +26,3 @@ def spark_session(master: str | None = "local[*]", app_name: str = "glmix"):
     if master:
         builder = builder.master(master)
     return builder.getOrCreate()
-
-
-def fit_spark(spec: GLMixSpec, data, *, spark=None, warm_start: GLMixModel | None = None,
-              lock: list[str] | tuple[str, ...] = (), incremental: dict | None = None,
-              num_partitions: int | None = None, metadata: dict | None = None) -> GLMixModel:
-    """Fit on Spark; see ``glmix_core.spark_engine.engine.fit_spark`` for the arguments."""
-    from .engine import fit_spark as _fit
-
-    return _fit(spec, data, spark=spark, warm_start=warm_start, lock=lock, incremental=incremental,
-                num_partitions=num_partitions, metadata=metadata)

@@ -54,10 +54,15 @@ def _to_ipc(batches):
                                          names=["payload"])
 
 
-def arrow_partitions(df, num_partitions: int | None):
-    """RDD with exactly one ``pyarrow.Table`` per partition (with an int64 ``_row_id`` column)."""
-    if num_partitions is not None and num_partitions != df.rdd.getNumPartitions():
-        df = df.repartition(num_partitions)
+def arrow_partitions(df, min_partitions: int = 1):
+    """RDD with exactly one ``pyarrow.Table`` per partition (with an int64 ``_row_id`` column), rows in the
+    input's order: with fewer input partitions than ``min_partitions`` the rows are range-partitioned on
+    their original position (one shuffle that keeps the order), else the input's partitions are used."""
+    if df.rdd.getNumPartitions() < min_partitions:
+        from pyspark.sql import functions as F
+
+        df = (df.withColumn("_order", F.monotonically_increasing_id())
+              .repartitionByRange(min_partitions, "_order").sortWithinPartitions("_order").drop("_order"))
     schema_holder = df.limit(0).toArrow().schema if hasattr(df, "toArrow") else None
     payloads = df.mapInArrow(_to_ipc, "payload binary").rdd.map(lambda row: row[0])
 
