@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="update random effects on the new data only, with --warm-start as the prior")
     f.add_argument("--forgetting", type=float, default=1.0, help="forgetting factor in (0, 1] for --incremental")
     f.add_argument("--engine", choices=("local", "spark"), default="local",
-                   help="local: one process (default); spark: the distributed engine (same spec, same answer)")
+                   help="local: one process (default); spark: rows and per-entity solves on Spark, the same PBCD "
+                        "driver (same spec, same answer)")
     f.add_argument("--master", default=None,
                    help="Spark master with --engine spark (default: $JOBREC_SPARK_MASTER or local[*]; "
                         "ignored under spark-submit, which sets it)")
@@ -141,32 +142,27 @@ def _fit(args) -> int:
     warm = load_model(args.warm_start) if args.warm_start else None
     incremental = {"forgetting": args.forgetting} if args.incremental else None
     meta = {"training_data": str(Path(args.data).resolve())}
+    engine_options: dict = {"engine": args.engine}
     if args.engine == "spark":
         import os
 
-        from .spark_engine import fit_spark, spark_session
+        from .spark_engine import spark_session
 
         master = args.master or os.environ.get("JOBREC_SPARK_MASTER") or "local[*]"
+        engine_options.update(spark=spark_session(master), num_partitions=args.partitions)
+        data = str(Path(args.data).resolve())  # Spark reads it (a local path is read by pyarrow in the tasks)
         if spec is None:
             spec = source.resolve(schema_of(args.data))
             meta["formula"] = source.formula.text
-        spec = _with_evaluators(spec, args)
-        model = fit_spark(spec, str(Path(args.data).resolve()), spark=spark_session(master), warm_start=warm,
-                          lock=args.lock, incremental=incremental, num_partitions=args.partitions,
-                          metadata=meta)
-        if validation is not None:
-            from .evaluation import validation_metrics
-
-            model.metadata.setdefault("metrics", {})["validation"] = validation_metrics(model, validation)
     else:
         data = load_table(args.data)
         meta["rows"] = data.num_rows
         if spec is None:
             spec = source.resolve(data)
             meta["formula"] = source.formula.text
-        spec = _with_evaluators(spec, args)
-        model = fit(spec, data, validation=validation, warm_start=warm, lock=args.lock, incremental=incremental,
-                    metadata=meta)
+    spec = _with_evaluators(spec, args)
+    model = fit(spec, data, validation=validation, warm_start=warm, lock=args.lock, incremental=incremental,
+                metadata=meta, **engine_options)
     model.save(args.out)
     summary = {"out": args.out, "objective": model.metadata["fit"]["objective"],
                "sweeps": model.metadata["fit"]["sweeps"], "converged": model.metadata["fit"]["converged"]}

@@ -264,19 +264,21 @@ class RandomCoordinate:
         return valid, mean, prec, y, w
 
     def fit(self, offset: np.ndarray) -> np.ndarray:
-        self.last_kkt = self.kkt(offset)
-        iterations = 0
+        iterations, kkt = 0, 0.0
+        factor = self.design.pair_factor
         for chunk in self.design.chunks:
             valid, coef, mean, prec, y, w, off = self._chunk_arrays(chunk, offset)
-            coef, it = batch_newton(self.loss, chunk.design(), y, w, off, coef, mean, prec, self.rtol,
-                                    max_iter=self.newton_steps)
+            scale = np.where(valid, np.abs(factor[np.where(valid, chunk.pairs, 0)]), 0.0)
+            coef, it, measure = batch_newton(self.loss, chunk.design(), y, w, off, coef, mean, prec, self.rtol,
+                                             max_iter=self.newton_steps, scale=scale)
             self.values[chunk.pairs[valid]] = coef[valid]
-            iterations = max(iterations, it)
+            iterations, kkt = max(iterations, it), max(kkt, measure)
         for ent in self.design.large:
+            kkt = max(kkt, self._large_kkt(ent, offset))
             coef, it = self._fit_large(ent, offset)
             self.values[ent.pairs] = coef
             iterations = max(iterations, it)
-        self.last_iterations = iterations
+        self.last_iterations, self.last_kkt = iterations, kkt
         return self.values
 
     def _fit_large(self, ent, offset):
@@ -314,33 +316,21 @@ class RandomCoordinate:
         diff = self.values - self.prior_mean
         return 0.5 * float(np.sum(self.prior_prec * diff * diff))
 
-    def kkt(self, offset: np.ndarray) -> float:
-        """The curvature-scaled gradient of every entity's fitted objective at ``offset`` (module doc)."""
-        worst = 0.0
-        factor = self.design.pair_factor
-        for chunk in self.design.chunks:
-            valid, coef, mean, prec, y, w, off = self._chunk_arrays(chunk, offset)
-            Z = chunk.design()
-            d1, d2 = self.loss.derivatives(y, off + np.matmul(Z, coef[:, :, None])[:, :, 0])
-            grad = np.einsum("en,end->ed", w * d1, Z) + prec * (coef - mean)
-            diag = np.einsum("en,end->ed", w * d2, Z * Z) + prec
-            f = factor[np.where(valid, chunk.pairs, 0)]
-            worst = max(worst, scaled_gradient(grad[valid], diag[valid], coef[valid], 0.0, f[valid]))
-        for ent in self.design.large:
-            design = ent.operator()
-            coef, mean, prec = self.values[ent.pairs], self.prior_mean[ent.pairs], self.prior_prec[ent.pairs]
-            y, w = self.y[ent.rows], self.weight[ent.rows]
-            d1, d2 = self.loss.derivatives(y, offset[ent.rows] + design @ coef)
-            grad = np.asarray(design.T @ (w * d1)).ravel() + prec * (coef - mean)
-            c = w * d2
-            Zr = ent.design
-            scale = np.ones(ent.pairs.size) if ent.scale is None else ent.scale
-            shift = np.zeros(ent.pairs.size) if ent.shift is None else ent.shift
-            # diag of (Z·scale − shift)ᵀ C (Z·scale − shift) from three sums of the raw design
-            diag = (scale**2 * np.asarray(Zr.multiply(Zr).T @ c).ravel()
-                    - 2 * scale * shift * np.asarray(Zr.T @ c).ravel() + shift**2 * c.sum()) + prec
-            worst = max(worst, scaled_gradient(grad, diag, coef, 0.0, factor[ent.pairs]))
-        return worst
+    def _large_kkt(self, ent, offset: np.ndarray) -> float:
+        """The KKT measure of one large (sparse-solved) entity at ``offset`` (module doc)."""
+        design = ent.operator()
+        coef, mean, prec = self.values[ent.pairs], self.prior_mean[ent.pairs], self.prior_prec[ent.pairs]
+        y, w = self.y[ent.rows], self.weight[ent.rows]
+        d1, d2 = self.loss.derivatives(y, offset[ent.rows] + design @ coef)
+        grad = np.asarray(design.T @ (w * d1)).ravel() + prec * (coef - mean)
+        c = w * d2
+        Zr = ent.design
+        scale = np.ones(ent.pairs.size) if ent.scale is None else ent.scale
+        shift = np.zeros(ent.pairs.size) if ent.shift is None else ent.shift
+        # diag of (Z·scale − shift)ᵀ C (Z·scale − shift) from three sums of the raw design
+        diag = (scale**2 * np.asarray(Zr.multiply(Zr).T @ c).ravel()
+                - 2 * scale * shift * np.asarray(Zr.T @ c).ravel() + shift**2 * c.sum()) + prec
+        return scaled_gradient(grad, diag, coef, 0.0, self.design.pair_factor[ent.pairs])
 
     def _original_prior(self):
         """The prior's Hessian in the original scale: diagonal ``prec`` per pair plus, with a standardization

@@ -122,6 +122,8 @@ def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
         local = options.get("spark.master", "local").startswith("local")
         SparkContext._ensure_initialized(gateway=launch_spark_gateway(options, local=local))
     spark = SparkSession.builder.config(map=options).getOrCreate()
+    # pyspark takes the workers' interpreter from PYSPARK_PYTHON, not from spark.pyspark.python
+    spark.sparkContext.pythonExec = options["spark.pyspark.python"]
     spark.sparkContext.setLogLevel("WARN")
     log.info("Spark session %s on %s", spark.sparkContext.applicationId, spark.sparkContext.master)
     if ui:

@@ -14,7 +14,6 @@ import scipy.sparse as sp
 
 from glmix_core import GLMixSpec, fit, load_model
 from glmix_core.building import active_rows
-from glmix_core.data import DataError
 from glmix_core.design import RandomDesign, select_features
 from glmix_core.sampling import down_sample, entity_reweighting, row_keys
 from glmix_core.spec import CoordinateSpec
@@ -368,27 +367,3 @@ def test_sparsity_threshold_drops_small_coefficients_but_never_the_fixed_interce
     assert list(everything.coordinates["fe"].features) == ["(intercept)"]
     assert everything.coordinates["re"].value.size == 0 and everything.coordinates["re"].n_entities == 0
     np.testing.assert_allclose(everything.score(table), everything.coordinates["fe"].coef[0])
-
-
-# -- Spark engine ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("change, option", [
-    ({"normalization": "standardization"}, "normalization"),
-    ({"down_sampling_rate": 0.5}, "down_sampling_rate"),
-    ({"variance": "simple"}, "variance"),
-])
-def test_spark_engine_refuses_controls_it_does_not_implement(change, option):
-    from glmix_core.spark_engine.engine import check_supported
-
-    raw = _mixed_spec().to_dict()
-    if option == "variance":
-        raw.update(change)
-    else:
-        raw["coordinates"][0].update(change)
-    with pytest.raises(DataError, match=f"{option}.*local engine"):
-        check_supported(GLMixSpec.from_dict(raw))
-    raw = _mixed_spec().to_dict()
-    raw["coordinates"][1]["features_to_samples_ratio"] = 1.0
-    with pytest.raises(DataError, match="features_to_samples_ratio.*local engine"):
-        check_supported(GLMixSpec.from_dict(raw))

@@ -38,7 +38,17 @@ from ..normalization import ColumnSums, make_normalization
 from ..pbcd import FitOptions
 from ..sampling import down_sample, row_keys
 from ..spec import CoordinateSpec, GLMixSpec
-from .blocks import ROW_BITS, ROW_MASK, arrow_partitions, entity_partitions, input_dataframe, split_by
+from .blocks import (
+    ROW_BITS,
+    ROW_MASK,
+    arrow_partitions,
+    entity_partitions,
+    input_dataframe,
+    local_parquet_files,
+    parquet_partitions,
+    split_by,
+    table_partitions,
+)
 from .fixed import SparkFixedData
 from .random import SparkRandomCoordinate, partition_summary, split_model
 
@@ -75,16 +85,10 @@ class SparkBackend:
         for c in spec.coordinates:
             columns += ([c.entity] if c.entity else []) + list(c.features) + list(c.feature_bags)
         columns = list(dict.fromkeys(columns))
-        if isinstance(data, pa.Table):
-            missing = [c for c in columns if c not in data.column_names]
-            if missing:
-                raise DataError(f"column(s) {missing} not in the data; available columns: {data.column_names}")
-            data = spark.createDataFrame(data.select(columns))
-        elif isinstance(data, (str, Path)) or not hasattr(data, "rdd"):
-            data = str(data)
-        df = input_dataframe(spark, data, columns)
-        self.parts = num_partitions or max(df.rdd.getNumPartitions(), self.sc.defaultParallelism)
-        home = self._keep(arrow_partitions(df, min_partitions=self.parts))
+        self.parts = num_partitions or self.sc.defaultParallelism
+        home = self._keep(self._home_partitions(spark, data, columns))
+        home.count()
+        log.info("spark backend: %d home partitions cached (%.2fs)", home.getNumPartitions(), time.perf_counter() - t0)
         self._home_arrays(home, options, warm_start)
         self.info = {"engine": "spark", "partitions": self.parts}
         log.info("spark backend: %d rows in %d home partitions, %d entity partitions (%.2fs)", self.y.size,
@@ -106,6 +110,29 @@ class SparkBackend:
             log.info("coordinate %s: built on Spark in %.2fs", cspec.name, time.perf_counter() - t0)
         home.unpersist()
         self._cached.remove(home)
+
+    def _home_partitions(self, spark, data, columns: list[str]):
+        """The rows as home partitions of Arrow tables, in input order: an Arrow table is shipped as IPC
+        slices and a local Parquet path read by pyarrow in the tasks (no JVM data path); a Spark DataFrame or
+        a remote path goes through Spark's reader."""
+        if isinstance(data, pa.Table):
+            missing = [c for c in columns if c not in data.column_names]
+            if missing:
+                raise DataError(f"column(s) {missing} not in the data; available columns: {data.column_names}")
+            return table_partitions(self.sc, data.select(columns), self.parts)
+        if isinstance(data, (str, Path)) or not hasattr(data, "rdd"):
+            data = str(data)
+            files = local_parquet_files(data)
+            if files is not None:
+                import pyarrow.parquet as pq
+
+                available = pq.read_schema(files[0]).names
+                missing = [c for c in columns if c not in available]
+                if missing:
+                    raise DataError(f"column(s) {missing} not in the data; available columns: {available}")
+                return parquet_partitions(self.sc, files, columns, self.parts)
+        df = input_dataframe(spark, data, columns)
+        return arrow_partitions(df, min_partitions=self.parts)
 
     def _keep(self, rdd):
         self._cached.append(_persist(rdd))
@@ -210,8 +237,10 @@ class SparkBackend:
     def _random(self, cspec: CoordinateSpec, home, prev: RandomEffectModel | None, incremental: bool,
                 forgetting: float, rtol: float) -> SparkRandomCoordinate:
         spec, loss, parts = self.spec, self.loss, self.parts
+        t0 = time.perf_counter()
         vocab = self._vocabulary(cspec, home)
         normalization = self._normalization(cspec, home, vocab)
+        log.info("coordinate %s: %d features (%.2fs)", cspec.name, len(vocab), time.perf_counter() - t0)
         columns = list(dict.fromkeys(["_row_id", spec.response, cspec.entity, *cspec.features, *cspec.feature_bags,
                                       *[c for c in (spec.weight, spec.uid) if c]]))
 
@@ -247,6 +276,8 @@ class SparkBackend:
             return {"rows": _global_rows(table, starts), "coord": coord}
 
         states = self._keep(routed.zip(subs).map(build))
+        states.count()
+        log.info("coordinate %s: entity partitions built (%.2fs)", cspec.name, time.perf_counter() - t0)
         summaries = states.mapPartitionsWithIndex(lambda i, it: [partition_summary(i, s) for s in it]).collect()
         _raise_errors(s.get("error") for s in summaries)
         return SparkRandomCoordinate(cspec.name, states, summaries, vocab, int(self.y.size))

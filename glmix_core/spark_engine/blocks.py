@@ -78,6 +78,82 @@ def arrow_partitions(df, min_partitions: int = 1):
     return payloads.mapPartitionsWithIndex(assemble, preservesPartitioning=True)
 
 
+def _with_row_ids(index: int, table: pa.Table) -> pa.Table:
+    ids = (np.int64(index) << ROW_BITS) + np.arange(table.num_rows, dtype=np.int64)
+    return table.append_column("_row_id", pa.array(ids, pa.int64()))
+
+
+def _ranges(n_rows: int, parts: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, n_rows, parts + 1).astype(np.int64)
+    return [(int(bounds[k]), int(bounds[k + 1])) for k in range(parts)]
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    """Arrow IPC stream bytes of ``table`` (a slice ships only its own rows, unlike pickling a slice)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_partitions(sc, table: pa.Table, parts: int):
+    """An in-memory table as ``parts`` home partitions of consecutive rows (shipped once as Arrow IPC, no JVM
+    data path), each a ``pyarrow.Table`` with ``_row_id``."""
+    payloads = [_ipc_bytes(table.slice(lo, hi - lo)) for lo, hi in _ranges(table.num_rows, max(parts, 1))]
+
+    def read(index, items):
+        for payload in items:
+            yield _with_row_ids(index, pa.ipc.open_stream(pa.py_buffer(payload)).read_all())
+
+    return sc.parallelize(payloads, len(payloads)).mapPartitionsWithIndex(read, preservesPartitioning=True)
+
+
+def local_parquet_files(path: str) -> list[str] | None:
+    """The Parquet files of a local path in ``glmix_core.load_table``'s order, or None when the path is not a
+    local file or folder (then Spark reads it)."""
+    from pathlib import Path
+
+    if "://" in path:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
+        return [str(f) for f in files] or None
+    return [str(p)] if p.is_file() and p.suffix.lower() in (".parquet", ".pq") else None
+
+
+def parquet_partitions(sc, files: list[str], columns: list[str], parts: int):
+    """Local Parquet files as ``parts`` home partitions of consecutive rows, read by pyarrow in the tasks
+    (only the row groups each task needs; the files must be readable where the tasks run, e.g. a shared
+    file system). Rows keep ``load_table``'s order, so row-position keys match the local backend."""
+    import pyarrow.parquet as pq
+
+    groups = []  # (file, row group, first global row, rows)
+    start = 0
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            groups.append((f, g, start, n))
+            start += n
+    tasks = []
+    for lo, hi in _ranges(start, max(parts, 1)):
+        tasks.append((lo, hi, [grp for grp in groups if grp[2] < hi and grp[2] + grp[3] > lo]))
+
+    def read(index, items):
+        for lo, hi, needed in items:
+            pieces = []
+            for f, g, first, n in needed:
+                table = pq.ParquetFile(f).read_row_group(g, columns=columns)
+                a, b = max(lo - first, 0), min(hi - first, n)
+                pieces.append(table.slice(a, b - a))
+            table = pa.concat_tables(pieces, promote_options="default") if pieces else \
+                pq.read_schema(files[0]).empty_table().select(columns)
+            yield _with_row_ids(index, table)
+
+    return sc.parallelize(tasks, len(tasks)).mapPartitionsWithIndex(read, preservesPartitioning=True)
+
+
 def entity_partitions(column: pa.Array | pa.ChunkedArray, num_partitions: int) -> np.ndarray:
     """Random-effect partition of each row, from its entity ID's string form (as the model stores IDs)."""
     if isinstance(column, pa.ChunkedArray):

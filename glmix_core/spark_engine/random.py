@@ -22,9 +22,9 @@ from ..index_map import FeatureIndexMap
 from ..model import RandomEffectModel
 from .blocks import entity_partitions, split_by
 
-# Newton steps per entity per update: a partition's extra steps cost CPU inside the same task, whereas
-# extra sweeps cost Spark jobs (the local backend takes one per sweep; both reach the same optimum)
-NEWTON_STEPS_PER_UPDATE = 5
+# Newton steps per entity per update, as in the local backend: more per update did not save sweeps (each
+# sweep is one job per random effect), so they only cost CPU
+NEWTON_STEPS_PER_UPDATE = 1
 
 
 def split_model(prev: RandomEffectModel, num_parts: int) -> list[RandomEffectModel | None]:
