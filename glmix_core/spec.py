@@ -22,7 +22,8 @@ NORMALIZATIONS = ("none", "standardization", "scale_with_standard_deviation", "s
 VARIANCES = ("none", "simple", "full")
 # default KKT tolerance: default fits land within 1e-4 (max |coefficient|) of the exact joint mode on the
 # reference tests (tests/test_glmix_convergence.py)
-DEFAULT_TOLERANCE = 1e-5
+DEFAULT_TOLERANCE = 1e-6
+DEFAULT_MAX_ITERATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class GLMixSpec:
     coordinates: tuple[CoordinateSpec, ...]
     weight: str | None = None
     offset: str | None = None
-    max_iterations: int = 50
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
     tolerance: float = DEFAULT_TOLERANCE
     uid: str | None = None
     variance: str = "full"
@@ -219,7 +220,8 @@ class GLMixSpec:
         return cls(
             task=raw["task"], response=raw["response"], coordinates=tuple(coords),
             weight=raw.get("weight"), offset=raw.get("offset"),
-            max_iterations=int(raw.get("max_iterations", 50)), tolerance=float(raw.get("tolerance", DEFAULT_TOLERANCE)),
+            max_iterations=int(raw.get("max_iterations", DEFAULT_MAX_ITERATIONS)),
+            tolerance=float(raw.get("tolerance", DEFAULT_TOLERANCE)),
             uid=raw.get("uid"), variance=str(raw.get("variance", "full")),
             sparsity_threshold=float(raw.get("sparsity_threshold", 0.0)), evaluators=tuple(evaluators),
         )
