@@ -245,6 +245,20 @@ class RandomCoordinate:
         self.newton_steps = NEWTON_STEPS_PER_SWEEP
         self._static: dict[int, tuple] = {}
 
+    def __getstate__(self) -> dict:
+        # pickled (Spark's cached partitions): the default prior (mean 0, precision l2) is rebuilt on load and
+        # the per-chunk caches are rebuilt on first use
+        state = dict(self.__dict__, _static={})
+        if not np.any(self.prior_mean) and np.all(self.prior_prec == self.l2):
+            state.update(prior_mean=None, prior_prec=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.prior_mean is None:
+            self.prior_mean = np.zeros(self.values.size)
+            self.prior_prec = np.full(self.values.size, self.l2)
+
     def _chunk_arrays(self, chunk, offset):
         """Per-chunk coefficients and the static arrays (labels, weights, prior), the latter built once."""
         static = self._static.get(id(chunk))

@@ -31,6 +31,17 @@ CHUNK_ELEMENTS = 2_000_000  # dense elements per chunk: E * (N * D + D * D); bou
 CACHE_ELEMENTS = 60_000_000  # keep dense chunks between iterations when the total padded size is below this
 
 
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int64 indices as int32 when they fit (pickling only)."""
+    if a.dtype == np.int64 and (a.size == 0 or (a.max() < 2**31 and a.min() >= -(2**31))):
+        return a.astype(np.int32)
+    return a
+
+
+def _widen(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.int64) if a.dtype == np.int32 else a
+
+
 @dataclass
 class Chunk:
     """Entities solved together: padded row ids (E, N), pair ids (E, D) (-1 = padding), dense Z (E, N, D).
@@ -47,6 +58,18 @@ class Chunk:
     dense: np.ndarray | None = None
     scale: np.ndarray | None = None
     shift: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        # pickled (Spark's cached partitions): 32-bit indices, no padded dense copy; restored on load
+        state = dict(self.__dict__, dense=None)
+        state["rows"], state["pairs"] = _narrow(self.rows), _narrow(self.pairs)
+        state["nz_slots"] = tuple(_narrow(a) for a in self.nz_slots)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["rows"], state["pairs"] = _widen(state["rows"]), _widen(state["pairs"])
+        state["nz_slots"] = tuple(_widen(a) for a in state["nz_slots"])
+        self.__dict__.update(state)
 
     def design(self, raw: bool = False) -> np.ndarray:
         """The padded dense design: normalized (what the solver sees) or, with ``raw``, the original one."""
@@ -268,6 +291,29 @@ class RandomDesign:
         self.score_rows = Zc.row.astype(np.int64)[hit]
         self.score_values = Zc.data[hit]
         self.score_pairs = pos[hit]
+
+    # the arrays rebuilt on load instead of pickled, and the int64 ones pickled as int32
+    _DERIVED = ("pair_keys", "pair_factor", "pair_mean", "pair_shift")
+    _INDICES = ("pair_entity", "pair_col", "intercept_pairs", "score_rows", "score_pairs")
+
+    def __getstate__(self) -> dict:
+        """A compact pickle (Spark keeps designs in cached partitions and reads them on every update): pair
+        keys and the unnormalized pair scalings are rebuilt on load, indices travel as int32."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+        if self.normalization is not None:
+            state.update(pair_factor=self.pair_factor, pair_mean=self.pair_mean, pair_shift=self.pair_shift)
+        for k in self._INDICES:
+            state[k] = _narrow(state[k])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for k in self._INDICES:
+            state[k] = _widen(state[k])
+        self.__dict__.update(state)
+        self.pair_keys = self.pair_entity * self.n_features + self.pair_col
+        if self.normalization is None:
+            self.pair_factor = np.broadcast_to(1.0, self.pair_keys.shape)
+            self.pair_mean = self.pair_shift = np.broadcast_to(0.0, self.pair_keys.shape)
 
     @property
     def n_pairs(self) -> int:
