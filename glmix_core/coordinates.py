@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_DENSE_VARIANCE = 3000  # full posterior variances need a dense Hessian inverse; skipped above this
 NEWTON_STEPS_PER_SWEEP = 1
-NEWTON_STEPS_FIXED_PER_SWEEP = 3
+NEWTON_STEPS_FIXED_PER_SWEEP = 2
 VARIANCE_KINDS = ("none", "simple", "full")
 
 

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 OBJECTIVE_GUARD = 1e-15  # relative objective change of a sweep below which nothing more can be gained
 SUBSPACE_MEMORY = 2  # past accepted steps kept by the subspace acceleration
+# subspace coefficients above this mean a nearly singular subspace: the step is skipped (scores are combined
+# linearly from the directions, which would lose digits)
+MAX_SUBSPACE_COEFFICIENT = 1e3
 
 
 @dataclass
@@ -313,8 +316,13 @@ class SubspaceAccelerator:
         dirs = [{n: c.params - start_params[n] for n, c in self.coords.items()}] + self.past_params
         score_dirs = [{n: end_scores[n] - start_scores[n] for n in self.coords}] + self.past_scores
         S = np.stack([sum(d.values()) for d in score_dirs], axis=1)
-        if not np.any(S[:, 0]):
+        norms = np.linalg.norm(S, axis=0)
+        if norms[0] == 0:
             return None
+        # past steps that are (numerically) parallel-free but tiny next to this sweep's make the solve
+        # ill-conditioned; drop them
+        keep = [0] + [i for i in range(1, len(dirs)) if norms[i] > 1e-8 * norms[0]]
+        dirs, score_dirs, S = [dirs[i] for i in keep], [score_dirs[i] for i in keep], S[:, keep]
         m = len(dirs)
         A, b = np.zeros((m, m)), np.zeros(m)
         for name in self.coords:
@@ -333,6 +341,10 @@ class SubspaceAccelerator:
             return loss.total(y, eta, w), S.T @ (w * d1), S.T @ (S * (w * d2)[:, None])
 
         c = subspace_newton(evaluate, A, b)
+        if not np.all(np.isfinite(c)) or np.max(np.abs(c)) > MAX_SUBSPACE_COEFFICIENT:
+            # a nearly singular subspace: the scores combined from huge coefficients would lose digits
+            self.past_params, self.past_scores = [], []
+            return None
         steps = {n: sum(c[i] * dirs[i][n] for i in range(m)) for n in self.coords}
         score_steps = {n: sum(c[i] * score_dirs[i][n] for i in range(m)) for n in self.coords}
         self.past_params = ([steps] + self.past_params)[: self.memory]

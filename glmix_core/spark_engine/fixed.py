@@ -72,10 +72,9 @@ class SparkFixedData:
     def sums(self, coef: np.ndarray, offset, hessian: bool):
         """(Σ w ℓ, Σ X'(w ℓ'), diag Σ X' diag(w ℓ'') X, that Hessian or None) over the fit rows at ``coef``:
         one Spark job, which also leaves X coef of every row for ``score``."""
-        loss, bc = self.loss, self.sc.broadcast(coef)
+        loss, c = self.loss, coef.copy()  # p floats travel in the closure: no broadcast round trip
 
         def part(blk):
-            c = bc.value
             X, y, w, off = _fit_rows(blk, offset.value)
             scores = np.asarray(blk["X"] @ c).ravel()
             if X.shape[0] == 0:
@@ -87,7 +86,6 @@ class SparkFixedData:
                     np.asarray(X.multiply(X).T @ (w * d2)).ravel(), H)
 
         pieces = self.blocks.map(part).collect()
-        bc.unpersist()
         p = coef.size
         scores = np.zeros(self.n_rows)
         value, grad, diag, H = 0.0, np.zeros(p), np.zeros(p), np.zeros((p, p)) if hessian else None
@@ -105,18 +103,16 @@ class SparkFixedData:
         self._scored = [(coef.copy(), scores), *self._scored][:SCORES_KEPT]
 
     def hessian_product(self, coef: np.ndarray, v: np.ndarray, offset) -> np.ndarray:
-        loss, bc = self.loss, self.sc.broadcast((coef, v))
+        loss, c, vec = self.loss, coef.copy(), v.copy()
 
         def seq(acc, blk):
             X, y, w, off = _fit_rows(blk, offset.value)
             if X.shape[0] == 0:
                 return acc
-            c, vec = bc.value
             _, d2 = loss.derivatives(y, off + X @ c)
             return _add(acc, np.asarray(X.T @ (w * d2 * (X @ vec))).ravel())
 
         out = self.blocks.treeAggregate(None, seq, _add)
-        bc.unpersist()
         return np.zeros(coef.size) if out is None else out
 
     def objective(self, offset: np.ndarray, l2: np.ndarray) -> SparkGLMObjective:
@@ -130,9 +126,8 @@ class SparkFixedData:
         for at, scores in self._scored:
             if np.array_equal(at, coef):
                 return scores
-        bc = self.sc.broadcast(coef)
-        pieces = self.blocks.map(lambda blk: (blk["start"], np.asarray(blk["X"] @ bc.value).ravel())).collect()
-        bc.unpersist()
+        c = coef.copy()
+        pieces = self.blocks.map(lambda blk: (blk["start"], np.asarray(blk["X"] @ c).ravel())).collect()
         out = np.zeros(self.n_rows)
         for start, values in pieces:
             out[start:start + values.size] = values
