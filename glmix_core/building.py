@@ -13,14 +13,27 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from .coordinates import PairIndex, RandomCoordinate
-from .data import encode_entities, feature_matrix
+from .data import encode_entities, feature_matrix, numeric_column
 from .design import RandomDesign
+from .errors import DataError
 from .index_map import FeatureIndexMap
 from .losses import Loss
 from .model import RandomEffectModel
 from .normalization import Normalization, make_normalization
 from .sampling import bounded_sample, entity_reweighting
-from .spec import CoordinateSpec
+from .spec import CoordinateSpec, GLMixSpec
+
+
+def row_arrays(spec: GLMixSpec, loss: Loss, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(response, weight, offset) of ``table``'s rows, checked: a ``DataError`` names the column when the
+    response is outside the task's support or a weight is negative."""
+    y = numeric_column(table, spec.response, "response")
+    loss.check_response(y, spec.response)
+    weight = numeric_column(table, spec.weight, "weight") if spec.weight else np.ones(table.num_rows)
+    if (weight < 0).any():
+        raise DataError(f"weight column {spec.weight!r} has negative values")
+    offset = numeric_column(table, spec.offset, "offset") if spec.offset else np.zeros(table.num_rows)
+    return y, weight, offset
 
 
 def active_rows(codes: np.ndarray, n_entities: int, cspec: CoordinateSpec,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import pyarrow as pa
 
-from .building import normalized_fixed_design, random_coordinate
+from .building import normalized_fixed_design, random_coordinate, row_arrays
 from .coordinates import FixedCoordinate, LocalFixedData
-from .data import feature_matrix, numeric_column
+from .data import feature_matrix
 from .errors import DataError
 from .losses import get_loss
 from .model import FixedEffectModel, GLMixModel, RandomEffectModel
@@ -27,13 +26,7 @@ def row_inputs(spec: GLMixSpec, data: pa.Table):
     if data.num_rows == 0:
         raise DataError("the training data has no rows")
     loss = get_loss(spec.task)
-    y = numeric_column(data, spec.response, "response")
-    loss.check_response(y, spec.response)
-    weight = numeric_column(data, spec.weight, "weight") if spec.weight else np.ones(data.num_rows)
-    if (weight < 0).any():
-        raise DataError(f"weight column {spec.weight!r} has negative values")
-    offset = numeric_column(data, spec.offset, "offset") if spec.offset else np.zeros(data.num_rows)
-    return loss, y, weight, offset
+    return (loss, *row_arrays(spec, loss, data))
 
 
 class LocalBackend:

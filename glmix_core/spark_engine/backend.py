@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..building import normalized_fixed_design, random_coordinate
+from ..building import normalized_fixed_design, random_coordinate, row_arrays
 from ..coordinates import FixedCoordinate
 from ..data import INTERCEPT, feature_matrix, numeric_column
 from ..errors import DataError
@@ -87,8 +87,6 @@ class SparkBackend:
         columns = list(dict.fromkeys(columns))
         self.parts = num_partitions or self.sc.defaultParallelism
         home = self._keep(self._home_partitions(spark, data, columns))
-        home.count()
-        log.info("spark backend: %d home partitions cached (%.2fs)", home.getNumPartitions(), time.perf_counter() - t0)
         self._home_arrays(home, options, warm_start)
         self.info = {"engine": "spark", "partitions": self.parts}
         log.info("spark backend: %d rows in %d home partitions, %d entity partitions (%.2fs)", self.y.size,
@@ -144,51 +142,50 @@ class SparkBackend:
         spec, loss = self.spec, self.loss
         locked = {name: warm_start.coordinates[name] for name in options.lock}
         bc_locked = self.sc.broadcast(locked) if locked else None
+        bags = list(dict.fromkeys(b for c in spec.coordinates if c.name not in options.lock for b in c.feature_bags))
+
+        def bag_names(table) -> dict:
+            """Distinct feature names of each bag column (Arrow, no Python string per name)."""
+            out = {}
+            for bag in bags:
+                if bag not in table.column_names:
+                    raise DataError(f"feature bag column {bag!r} not in the data; available columns: "
+                                    f"{[c for c in table.column_names if c != '_row_id']}")
+                flat = pc.list_flatten(table.column(bag).combine_chunks())
+                out[bag] = pc.unique(pc.struct_field(flat, "name")).cast(pa.string())
+            return out
 
         def arrays(index, tables):
             for table in tables:
                 try:
-                    y = numeric_column(table, spec.response, "response")
-                    loss.check_response(y, spec.response)
-                    w = numeric_column(table, spec.weight, "weight") if spec.weight else np.ones(table.num_rows)
-                    if (w < 0).any():
-                        raise DataError(f"weight column {spec.weight!r} has negative values")
-                    base = numeric_column(table, spec.offset, "offset") if spec.offset else np.zeros(table.num_rows)
+                    y, w, base = row_arrays(spec, loss, table)
                     if bc_locked is not None and table.num_rows:
                         for model in bc_locked.value.values():
                             base = base + model.score(table)
+                    names = bag_names(table)
                 except (DataError, ValueError) as exc:
                     yield index, None, str(exc)
                     continue
-                yield index, (y, w, base), None
+                yield index, (y, w, base, names), None
 
         pieces = home.mapPartitionsWithIndex(arrays).collect()  # in partition order
         _raise_errors(e for _, _, e in pieces)
+        self.bag_names = {bag: pc.unique(pa.concat_arrays([p[1][3][bag] for p in pieces])) for bag in bags}
         sizes = np.zeros(home.getNumPartitions(), np.int64)
-        for index, (y, _, _), _ in pieces:
+        for index, (y, *_), _ in pieces:
             sizes[index] = y.size
         if sizes.sum() == 0:
             raise DataError("the training data has no rows")
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         self.y, self.weight, self.base_offset = (np.concatenate([p[1][k] for p in pieces]) for k in range(3))
 
-    def _vocabulary(self, cspec: CoordinateSpec, home) -> FeatureIndexMap:
+    def _vocabulary(self, cspec: CoordinateSpec) -> FeatureIndexMap:
         """The coordinate's columns in the local backend's order: intercept, numeric features, then the
-        distinct bag names sorted by code point (one Arrow pass per partition, merged by ``treeReduce``)."""
-        bags = cspec.feature_bags
+        distinct bag names sorted by code point (collected with the home arrays, no extra pass)."""
         fixed_names = pa.array(([INTERCEPT] if cspec.intercept else []) + list(cspec.features), pa.string())
-        if not bags:
+        if not cspec.feature_bags:
             return FeatureIndexMap.from_names(fixed_names)
-
-        def bag_names(table) -> pa.Array:
-            parts = [pa.array([], pa.string())]
-            for bag in bags:
-                if bag in table.column_names and table.num_rows:
-                    flat = pc.list_flatten(table.column(bag).combine_chunks())
-                    parts.append(pc.unique(pc.struct_field(flat, "name")).cast(pa.string()))
-            return pc.unique(pa.concat_arrays(parts))
-
-        distinct = home.map(bag_names).treeReduce(lambda a, b: pc.unique(pa.concat_arrays([a, b]))).drop_null()
+        distinct = pc.unique(pa.concat_arrays([self.bag_names[bag] for bag in cspec.feature_bags])).drop_null()
         extra = distinct.filter(pc.invert(pc.is_in(distinct, value_set=fixed_names)))
         return FeatureIndexMap.from_names(pa.concat_arrays([fixed_names, extra.take(pc.sort_indices(extra))]))
 
@@ -206,7 +203,7 @@ class SparkBackend:
 
     # -- coordinates ----------------------------------------------------------------------------------------
     def _fixed(self, cspec: CoordinateSpec, home, prev, rtol: float) -> FixedCoordinate:
-        vocab = self._vocabulary(cspec, home)
+        vocab = self._vocabulary(cspec)
         normalization = self._normalization(cspec, home, vocab)
         bc = self.sc.broadcast((vocab, normalization, self.starts))
         spec = self.spec
@@ -237,10 +234,8 @@ class SparkBackend:
     def _random(self, cspec: CoordinateSpec, home, prev: RandomEffectModel | None, incremental: bool,
                 forgetting: float, rtol: float) -> SparkRandomCoordinate:
         spec, loss, parts = self.spec, self.loss, self.parts
-        t0 = time.perf_counter()
-        vocab = self._vocabulary(cspec, home)
+        vocab = self._vocabulary(cspec)
         normalization = self._normalization(cspec, home, vocab)
-        log.info("coordinate %s: %d features (%.2fs)", cspec.name, len(vocab), time.perf_counter() - t0)
         columns = list(dict.fromkeys(["_row_id", spec.response, cspec.entity, *cspec.features, *cspec.feature_bags,
                                       *[c for c in (spec.weight, spec.uid) if c]]))
 
@@ -276,8 +271,6 @@ class SparkBackend:
             return {"rows": _global_rows(table, starts), "coord": coord}
 
         states = self._keep(routed.zip(subs).map(build))
-        states.count()
-        log.info("coordinate %s: entity partitions built (%.2fs)", cspec.name, time.perf_counter() - t0)
         summaries = states.mapPartitionsWithIndex(lambda i, it: [partition_summary(i, s) for s in it]).collect()
         _raise_errors(s.get("error") for s in summaries)
         return SparkRandomCoordinate(cspec.name, states, summaries, vocab, int(self.y.size))
