@@ -58,5 +58,8 @@ def fit(spec: GLMixSpec, data, *, engine: str = "local", validation: pa.Table | 
         from .local_backend import LocalBackend
 
         backend = LocalBackend(spec, data, options, warm_start, rtol)
-    return pbcd.run(spec, backend, options, warm_start=warm_start, validation=validation, metadata=metadata,
-                    started=started)
+    try:
+        return pbcd.run(spec, backend, options, warm_start=warm_start, validation=validation, metadata=metadata,
+                        started=started)
+    finally:
+        backend.close()  # idempotent; releases a failed fit's cached partitions too

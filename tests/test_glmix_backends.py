@@ -124,7 +124,8 @@ def test_spark_backend_reads_a_parquet_folder_in_the_local_backends_row_order(sp
     _assert_same_model(distributed, local)
 
 
-def test_spark_backend_names_a_missing_column_and_bad_values(spark, day0):
+def test_spark_backend_names_a_missing_column_and_bad_values_and_keeps_nothing_cached(spark, day0):
+    cached_before = spark.sparkContext._jsc.getPersistentRDDs().size()
     bad = GLMixSpec.from_dict({**_spec().to_dict(), "coordinates": [
         {"name": "global", "type": "fixed", "feature_bags": ["no_such_bag"]}]})
     with pytest.raises(DataError, match="no_such_bag"):
@@ -133,6 +134,7 @@ def test_spark_backend_names_a_missing_column_and_bad_values(spark, day0):
                                pa.array(np.full(day0.num_rows, 2.0)))
     with pytest.raises(DataError, match="label"):
         fit(_spec(), negative, engine="spark", spark=spark)
+    assert spark.sparkContext._jsc.getPersistentRDDs().size() == cached_before  # a failed fit releases its cache
 
 
 def test_glmix_core_and_its_spark_backend_import_without_pyspark():

@@ -86,6 +86,15 @@ class SparkBackend:
             columns += ([c.entity] if c.entity else []) + list(c.features) + list(c.feature_bags)
         columns = list(dict.fromkeys(columns))
         self.parts = num_partitions or self.sc.defaultParallelism
+        try:
+            self._build(spark, data, columns, options, warm_start, rtol, t0)
+        except BaseException:
+            self.close()  # a long-lived session must not keep the partitions of a failed fit
+            raise
+
+    def _build(self, spark, data, columns: list[str], options: FitOptions, warm_start: GLMixModel | None,
+               rtol: float, t0: float) -> None:
+        spec = self.spec
         home = self._keep(self._home_partitions(spark, data, columns))
         self._home_arrays(home, options, warm_start)
         self.info = {"engine": "spark", "partitions": self.parts}
