@@ -44,13 +44,8 @@ def input_dataframe(spark, data, columns: list[str]):
 
 def _to_ipc(batches):
     """mapInArrow body: each record batch → one row holding its Arrow IPC stream bytes."""
-    import pyarrow as pa
-
     for batch in batches:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        yield pa.RecordBatch.from_arrays([pa.array([sink.getvalue().to_pybytes()], pa.binary())],
+        yield pa.RecordBatch.from_arrays([pa.array([_ipc_bytes(pa.Table.from_batches([batch]))], pa.binary())],
                                          names=["payload"])
 
 

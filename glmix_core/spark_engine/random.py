@@ -22,10 +22,6 @@ from ..index_map import FeatureIndexMap
 from ..model import RandomEffectModel
 from .blocks import entity_partitions, split_by
 
-# Newton steps per entity per update, as in the local backend: more per update did not save sweeps (each
-# sweep is one job per random effect), so they only cost CPU
-NEWTON_STEPS_PER_UPDATE = 1
-
 
 def split_model(prev: RandomEffectModel, num_parts: int) -> list[RandomEffectModel | None]:
     """The warm-start model cut into the per-partition pieces holding the entities hashed to each partition."""
@@ -144,7 +140,6 @@ class SparkRandomCoordinate:
                     continue
                 lo, hi = slices[index]
                 coord.values = values[lo:hi].copy()
-                coord.newton_steps = NEWTON_STEPS_PER_UPDATE
                 yield task(index, coord, None if offset is None else offset[state["rows"]], *args)
 
         results = self.states.mapPartitionsWithIndex(run).collect()
