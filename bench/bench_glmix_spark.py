@@ -36,6 +36,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from glmix_core import GLMixSpec, fit, load_table  # noqa: E402
 from glmix_core.simulate import full_spec_dict, make_truth, simulate  # noqa: E402
+from glmix_core.spark_engine import PYTHON_WORKER_CONF  # noqa: E402
 
 log = logging.getLogger("bench_glmix_spark")
 OUT = Path(__file__).resolve().parent / "out" / "glmix_spark.json"
@@ -90,7 +91,8 @@ def _session(master: str, partitions: int):
     builder = (SparkSession.builder.master(master).appName("bench-glmix-spark")
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", str(partitions))
-               .config("spark.driver.memory", "6g").config("spark.executor.memory", "6g"))
+               .config("spark.driver.memory", "6g").config("spark.executor.memory", "6g")
+               .config(map=PYTHON_WORKER_CONF))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 
+from glmix_core.spark_engine import PYTHON_WORKER_CONF
 from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.ui.enabled": "true" if ui else "false",
+        **PYTHON_WORKER_CONF,
     }
     if ui:
         options["spark.ui.port"] = "0"  # a free port, no "could not bind on port 4040" warnings

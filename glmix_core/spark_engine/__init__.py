@@ -7,7 +7,12 @@ no JVM.
 
 from __future__ import annotations
 
-__all__ = ["spark_session"]
+__all__ = ["PYTHON_WORKER_CONF", "spark_session"]
+
+# Settings every session that runs this backend should have. Python workers talk to the JVM over Unix domain
+# sockets: over loopback TCP each small write of the task protocol can wait out a 40 ms delayed ACK, which
+# made every PySpark job cost ~0.1 s instead of ~0.06 s (the backend runs a few jobs per sweep).
+PYTHON_WORKER_CONF = {"spark.python.unix.domain.socket.enabled": "true"}
 
 
 def spark_session(master: str | None = "local[*]", app_name: str = "glmix"):
@@ -22,7 +27,8 @@ def spark_session(master: str | None = "local[*]", app_name: str = "glmix"):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+    builder = (SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+               .config(map=PYTHON_WORKER_CONF))
     if master:
         builder = builder.master(master)
     return builder.getOrCreate()
