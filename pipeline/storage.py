@@ -6,6 +6,7 @@ Layout under ``JOBREC_HOME`` (every path comes from a :class:`Layout` method; no
     truth/impressions/ds=YYYY-MM-DD/, truth/summary.json  (synthetic data only: true apply probabilities)
     quarantine/<table>/ds=YYYY-MM-DD/
     validated/<table>/ds=YYYY-MM-DD/                   the rows that passed validation
+    validated/_reports/ds=YYYY-MM-DD.json              the verdict of the day's last validation (pass or not)
     features/vocab/ds=YYYY-MM-DD/
     features/{training,member_profiles,job_profiles}/ds=YYYY-MM-DD/
     models/full/<version>/, models/daily/ds=YYYY-MM-DD/, models/current.json (the promoted full model)
@@ -83,6 +84,10 @@ class Layout:
     def validated(self, table: str, ds: str) -> Path:
         """The rows of raw ``table`` for ``ds`` that passed validation (``jobrec validate``)."""
         return self.home / "validated" / table / f"ds={check_ds(ds)}"
+
+    def validation_report(self, ds: str) -> Path:
+        """The verdict of the last ``jobrec validate`` of ``ds`` (``ok`` true only for a pass)."""
+        return self.home / "validated" / "_reports" / f"ds={check_ds(ds)}.json"
 
     def features(self, kind: str, ds: str) -> Path:
         """``kind`` is one of training, member_profiles, job_profiles, vocab."""
@@ -165,6 +170,18 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def remove_directory(target: Path) -> bool:
+    """Remove the folder ``target`` atomically: it is renamed away first, then deleted, so a reader sees the
+    whole folder or none of it. Returns whether there was a folder to remove."""
+    target = Path(target)
+    if not target.exists():
+        return False
+    trash = target.parent / f".trash-{target.name}-{uuid.uuid4().hex[:8]}"
+    os.replace(target, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
 LANDED_MARKER = "_SUCCESS"
 
 
@@ -200,10 +217,23 @@ def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Tabl
 
 
 def write_json(target: Path, payload: dict) -> Path:
-    """Atomically write ``payload`` as pretty JSON to the file ``target``."""
+    """Atomically write ``payload`` as pretty JSON to the file ``target``.
+
+    The text goes to a hidden temporary sibling, is flushed to disk, then renamed over ``target``: readers see
+    the old file or the new one, never a partial one. A failed write (disk full, file size limit) leaves the
+    old file as it was and removes the temporary one.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return target

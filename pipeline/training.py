@@ -362,7 +362,7 @@ def gate(ds: str, settings: Settings, margin: float = 0.01, min_coverage: float 
     Raises :class:`GateFailedError` when ``auc < parent_auc - margin`` or when the share of holdout rows
     whose member has a per-member effect is below ``min_coverage``. Returns the figures checked.
     """
-    from pipeline.storage import check_ds
+    from pipeline.storage import check_ds, write_json
 
     check_ds(ds)
     if not (0 <= margin <= 1) or not (0 <= min_coverage <= 1):
@@ -407,8 +407,9 @@ def gate(ds: str, settings: Settings, margin: float = 0.01, min_coverage: float 
             f"gate ds={ds}: only {coverage:.1%} of holdout rows have a per-member effect "
             f"(minimum {min_coverage:.0%}); not publishing. Check the day's training features."
         )
-    # The verdict stays with the model, so the next day never warm-starts from a stopped model.
-    (model_dir / GATE_FILE).write_text(json.dumps({**result, "passed": failure is None, "reason": failure}) + "\n")
+    # The verdict stays with the model, so the next day never warm-starts from a stopped model. Written
+    # atomically: a failed or killed write leaves the previous verdict, never a partial file.
+    write_json(model_dir / GATE_FILE, {**result, "passed": failure is None, "reason": failure})
     if failure:
         raise GateFailedError(failure)
     return result
