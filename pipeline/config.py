@@ -62,11 +62,18 @@ class Settings:
             the serving store's own default ``jobrec``), so several deployments can share one Redis.
         max_bad_fraction: a raw partition whose share of quarantined rows exceeds this fails validation
             (``JOBREC_MAX_BAD_FRACTION``, default 0.01).
+        allow_empty_day: whether validation lets a day pass when a raw table has no clean rows
+            (``JOBREC_ALLOW_EMPTY_DAY``, default false: an empty table fails the day, as it usually means the
+            logs did not land; ``jobrec validate --allow-empty`` sets it for one run).
         label_window_days: an impression is positive when the member applied within this many days
             (``JOBREC_LABEL_WINDOW_DAYS``, default 1).
         top_n: recommendations kept per member (``JOBREC_TOP_N``, default 100).
         candidates_k: first-stage candidates per member (``JOBREC_CANDIDATES_K``, default 1000).
         versions_kept: served versions kept in the serving store for rollback (``JOBREC_VERSIONS_KEPT``, 3).
+        api_token: bearer token the HTTP lookup service requires (``JOBREC_API_TOKEN``; unset, the default,
+            means no authentication: keep the service on 127.0.0.1 then). Left out of ``repr``.
+        api_redis_timeout_seconds: how long an HTTP lookup waits for Redis before answering 503
+            (``JOBREC_API_REDIS_TIMEOUT_SECONDS``, default 0.5; retries of dropped connections included).
         gate_margin: the largest holdout AUC drop below the previous model that the quality gates let through
             (``JOBREC_GATE_MARGIN``, default 0.01); the DAGs' ``gate_margin`` param defaults to it.
         raw_poke_interval_seconds: how often the DAGs look for a day's landed raw data
@@ -88,10 +95,13 @@ class Settings:
     spark_ui: bool = False
     redis_prefix: str | None = None
     max_bad_fraction: float = 0.01
+    allow_empty_day: bool = False
     label_window_days: int = 1
     top_n: int = 100
     candidates_k: int = 1000
     versions_kept: int = 3
+    api_token: str | None = field(default=None, repr=False)
+    api_redis_timeout_seconds: float = 0.5
     gate_margin: float = 0.01
     raw_poke_interval_seconds: float = 300.0
     raw_wait_timeout_seconds: float = 21600.0
@@ -111,10 +121,13 @@ class Settings:
             spark_ui=_env_bool("JOBREC_SPARK_UI", False),
             redis_prefix=os.environ.get("JOBREC_REDIS_PREFIX") or None,
             max_bad_fraction=_env_float("JOBREC_MAX_BAD_FRACTION", 0.01),
+            allow_empty_day=_env_bool("JOBREC_ALLOW_EMPTY_DAY", False),
             label_window_days=_env_int("JOBREC_LABEL_WINDOW_DAYS", 1),
             top_n=_env_int("JOBREC_TOP_N", 100),
             candidates_k=_env_int("JOBREC_CANDIDATES_K", 1000),
             versions_kept=_env_int("JOBREC_VERSIONS_KEPT", 3),
+            api_token=os.environ.get("JOBREC_API_TOKEN") or None,
+            api_redis_timeout_seconds=_env_float("JOBREC_API_REDIS_TIMEOUT_SECONDS", 0.5),
             gate_margin=_env_float("JOBREC_GATE_MARGIN", 0.01),
             raw_poke_interval_seconds=_env_float("JOBREC_RAW_POKE_INTERVAL_SECONDS", 300.0),
             raw_wait_timeout_seconds=_env_float("JOBREC_RAW_WAIT_TIMEOUT_SECONDS", 21600.0),

@@ -5,7 +5,10 @@
 1. Schema: every Parquet file must hold every contract column (``pipeline.raw_schema``) with an acceptable
    type; otherwise :class:`ValidationError` names the file and the column, before anything is written.
 2. Rows: each rejected row gets one reason, the first that applies, in this order: ``null_id``,
-   ``null_value`` (required non-ID field), ``ts_outside_day`` (impression/apply ts not in D, member updated
+   ``null_value`` (required non-ID field), the value rules of ``pipeline.raw_schema.VALUE_RULES``
+   (``id_not_positive``: an ID ≤ 0; ``invalid_text``: a string longer than its bound or holding control or
+   bidirectional-override characters; ``position_out_of_range``: not in 1..1000; ``invalid_channel``: not a
+   1-64 character token), ``ts_outside_day`` (impression/apply ts not in D, member updated
    after D, job not active during D), ``duplicate_impression_id`` / ``duplicate_id`` (a repeated
    impression/member/job ID: the first row is kept, later copies rejected), ``unknown_member`` / ``unknown_job``
    (not among the day's clean members/jobs snapshot), ``apply_without_impression`` (no clean impression of that
@@ -18,15 +21,24 @@
    use :func:`read_clean` (or read that path, ``settings.layout.validated(table, ds)``, from Spark). Nothing is dropped
    silently: raw rows = clean rows + quarantined rows, per table.
 5. Threshold: when a table's quarantined fraction exceeds ``settings.max_bad_fraction`` the run fails with
-   :class:`ValidationError` after writing the quarantine, and the day's ``validated/`` partitions are removed so
-   no stale clean data is read.
+   :class:`ValidationError` after writing the quarantine.
+6. Empty tables: a table with no clean rows fails the day (usually logs that did not land) unless
+   ``settings.allow_empty_day`` (``JOBREC_ALLOW_EMPTY_DAY``, ``jobrec validate --allow-empty``) says an empty
+   day is expected.
+7. Verdict: ``validated/_reports/ds=D.json`` (``settings.layout.validation_report(ds)``) records the outcome.
+   It is set to "not passed" before anything else happens and to the report (``ok`` true) only after every
+   clean partition is in place. A run that fails in any way (missing or unreadable raw file, schema break,
+   threshold, empty table, an interruption) removes the day's ``validated/`` partitions and leaves a verdict
+   that is not a pass, so no stale clean data is read: :func:`read_clean` and feature generation
+   (:func:`require_pass`) refuse such a day with :class:`NotValidatedError`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,8 +46,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import Settings
-from pipeline.raw_schema import ID_COLUMNS, RAW_SCHEMAS, REQUIRED_COLUMNS, type_matches
-from pipeline.storage import RAW_TABLES, Layout, check_ds, shift_ds, write_partition
+from pipeline.raw_schema import (
+    ID_COLUMNS,
+    RAW_SCHEMAS,
+    REQUIRED_COLUMNS,
+    VALUE_REASONS,
+    type_matches,
+    value_violations,
+)
+from pipeline.storage import (
+    RAW_TABLES,
+    Layout,
+    check_ds,
+    remove_directory,
+    shift_ds,
+    write_json,
+    write_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +71,7 @@ REASONS = (
     None,
     "null_id",
     "null_value",
+    *VALUE_REASONS,
     "ts_outside_day",
     "duplicate_impression_id",
     "duplicate_id",
@@ -63,29 +91,98 @@ class ValidationError(ValueError):
         self.report = report
 
 
+class NotValidatedError(FileNotFoundError):
+    """A day's clean data is not available: its last validation failed or did not finish (``verdict`` holds
+    what was recorded). A ``FileNotFoundError``, like a day that was never validated: callers that skip
+    missing days skip it too, and the command line exits with code 2 and the message."""
+
+    def __init__(self, message: str, verdict: dict | None = None) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
+def validation_verdict(ds: str, settings: Settings) -> dict | None:
+    """The verdict of the last validation of ``ds`` (the report, ``ok`` true for a pass), or ``None`` when the
+    day was never validated. An unreadable verdict file counts as a failed validation."""
+    path = settings.layout.validation_report(ds)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"ds": ds, "ok": False, "error": f"unreadable validation verdict {path}: {exc}"}
+
+
+def was_validated(ds: str, settings: Settings) -> bool:
+    """Whether validation ever ran on ``ds``: a verdict or a ``validated/`` partition exists."""
+    layout = settings.layout
+    return layout.validation_report(ds).exists() or any(layout.validated(t, ds).exists() for t in RAW_TABLES)
+
+
+def require_pass(ds: str, settings: Settings) -> dict:
+    """Return the verdict of ``ds`` when its last validation passed; else raise :class:`NotValidatedError`.
+
+    The error says why (the failure recorded by validation, an interrupted run, or validated data without a
+    verdict) and what to do: fix the raw data and run ``jobrec validate --ds``.
+    """
+    verdict = validation_verdict(ds, settings)
+    if verdict is not None and verdict.get("ok") is True:
+        return verdict
+    if verdict is None:
+        why = "its validated data has no validation verdict (validated by an older version, or cut off)"
+    elif verdict.get("status") == "running":
+        why = "its last validation did not finish (still running, or killed)"
+    else:
+        why = f"its last validation failed: {verdict.get('error') or 'see the validation report'}"
+    raise NotValidatedError(
+        f"ds={ds} has not passed validation, so its data is not used: {why}. Fix the raw data under "
+        f"{settings.layout.raw_dir()}/<table>/ds={ds} (rejected rows are in "
+        f"{settings.layout.quarantine_dir()}/<table>/ds={ds}) and run `jobrec validate --ds {ds}`",
+        verdict,
+    )
+
+
 def read_clean(table: str, ds: str, settings: Settings) -> pa.Table:
     """The rows of raw ``table`` for ``ds`` that passed validation (raw minus quarantine), contract schema.
 
-    Raises ``FileNotFoundError`` saying to run ``jobrec validate --ds`` when the day was not validated (or
-    failed validation).
+    Raises ``FileNotFoundError`` saying to run ``jobrec validate --ds`` when the day was not validated, or
+    (:class:`NotValidatedError`, via :func:`require_pass`) when its last validation did not pass.
     """
     if table not in RAW_SCHEMAS:
         raise ValueError(f"unknown raw table {table!r}; expected one of {', '.join(RAW_TABLES)}")
     path = settings.layout.validated(table, ds)
-    if not path.is_dir():
+    if not was_validated(ds, settings):
         raise FileNotFoundError(
             f"no validated {table} for {ds} at {path}: run `jobrec validate --ds {ds}` first "
             "(and fix the raw data if it failed)"
         )
+    require_pass(ds, settings)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"no validated {table} for {ds} at {path}: run `jobrec validate --ds {ds}` again"
+        )
     files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_")))
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else RAW_SCHEMAS[table].empty_table()
+    tables = [_read_parquet(f, RAW_SCHEMAS[table]) for f in files]
+    return pa.concat_tables(tables) if tables else RAW_SCHEMAS[table].empty_table()
+
+
+def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
+    """The columns of ``schema`` from one Parquet file, cast to it; an unreadable file (corrupt or truncated
+    pages, bad compression) raises :class:`ValidationError` naming the file."""
+    try:
+        return pq.read_table(path, columns=schema.names).cast(schema, safe=False)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValidationError(
+            f"{path}: cannot read its Parquet data ({type(exc).__name__}: {exc}); the file is corrupt or "
+            "truncated: land it again"
+        ) from exc
 
 
 def read_raw(table: str, ds: str, settings: Settings) -> pa.Table:
     """Read a raw partition, checking every file's schema; columns are cast to the contract types.
 
-    Raises ``FileNotFoundError`` for a missing partition, :class:`ValidationError` naming the file and
-    column for a missing or mistyped column.
+    Raises ``FileNotFoundError`` for a missing partition, :class:`ValidationError` naming the file (and the
+    column) for an unreadable file or a missing or mistyped column.
     """
     part = settings.layout.raw(table, ds)
     schema = RAW_SCHEMAS[table]
@@ -111,8 +208,7 @@ def read_raw(table: str, ds: str, settings: Settings) -> pa.Table:
                 raise ValidationError(
                     f"{path}: column {field.name!r} has type {actual.field(index).type}, expected {field.type}"
                 )
-        data = pq.read_table(path, columns=schema.names)
-        pieces.append(data.cast(schema, safe=False))
+        pieces.append(_read_parquet(path, schema))
     return pa.concat_tables(pieces)
 
 
@@ -144,9 +240,12 @@ def _first_occurrence_only(reason: np.ndarray, ids: np.ndarray, name: str) -> No
 
 
 def _base_reasons(table: pa.Table, name: str) -> np.ndarray:
+    """Reason codes from the checks of one row alone: nulls, then the value rules of ``raw_schema``."""
     reason = np.zeros(table.num_rows, dtype=np.int8)
     _assign(reason, _null_mask(table, ID_COLUMNS[name]), "null_id")
     _assign(reason, _null_mask(table, REQUIRED_COLUMNS[name]), "null_value")
+    for rule_reason, mask in value_violations(name, table):
+        _assign(reason, mask, rule_reason)
     return reason
 
 
@@ -238,7 +337,7 @@ def _window_impressions(ds: str, settings: Settings, today_clean: pa.Table) -> p
     pieces = [today_clean.select(columns)]
     for back in range(1, max(0, settings.label_window_days) + 1):
         day = shift_ds(ds, -back)
-        if settings.layout.validated("impressions", day).is_dir():
+        if _passed(day, settings) and settings.layout.validated("impressions", day).is_dir():
             pieces.append(read_clean("impressions", day, settings).select(columns))
         elif settings.layout.raw("impressions", day).is_dir():
             earlier = read_raw("impressions", day, settings).select(columns)
@@ -252,17 +351,67 @@ def _with_reason(table: pa.Table, reason: np.ndarray) -> pa.Table:
     return rejected.append_column("reason", names)
 
 
-def validate_day(ds: str, settings: Settings) -> dict:
-    """Validate the four raw partitions of ``ds``; write quarantine and clean copies; return the report.
+def _passed(ds: str, settings: Settings) -> bool:
+    verdict = validation_verdict(ds, settings)
+    return verdict is not None and verdict.get("ok") is True
 
-    Report: ``{"ds", "ok", "max_bad_fraction", "rows", "quarantined", "tables": {table: {"rows", "clean",
+
+def validate_day(ds: str, settings: Settings) -> dict:
+    """Validate the four raw partitions of ``ds``; write quarantine, clean copies and the verdict; return the
+    report.
+
+    Report (also the verdict, ``settings.layout.validation_report(ds)``): ``{"ds", "ok", "max_bad_fraction",
+    "allow_empty_day", "rows", "quarantined", "empty_tables", "tables": {table: {"rows", "clean",
     "quarantined", "bad_fraction", "reasons": {reason: count}}}}``.
 
-    Raises ``FileNotFoundError`` for a missing raw partition, :class:`ValidationError` for a schema break
-    (naming file and column; nothing written) or when a table's bad fraction exceeds
-    ``settings.max_bad_fraction`` (after writing the quarantine; the error's ``report`` holds the counts).
+    Raises ``FileNotFoundError`` for a missing raw partition, :class:`ValidationError` for an unreadable file
+    or a schema break (naming the file and column; no quarantine written), when a table's bad fraction exceeds
+    ``settings.max_bad_fraction`` or when a table has no clean rows and ``settings.allow_empty_day`` is false
+    (both after writing the quarantine; the error's ``report`` holds the counts). Whatever the failure, the
+    day's ``validated/`` partitions are removed and the verdict is not a pass.
     """
     check_ds(ds)
+    layout: Layout = settings.layout
+    write_json(layout.validation_report(ds), {"ds": ds, "ok": False, "status": "running"})
+    try:
+        report = _validate(ds, settings)
+    except BaseException as exc:
+        _record_failure(ds, settings, exc)
+        raise
+    write_json(layout.validation_report(ds), report)
+    log.info("validate %s: %d rows, %d quarantined (%s)", ds, report["rows"], report["quarantined"],
+             {t: v["reasons"] for t, v in report["tables"].items() if v["reasons"]})
+    return report
+
+
+def _record_failure(ds: str, settings: Settings, exc: BaseException) -> None:
+    """Remove the day's clean partitions and record a verdict that is not a pass (best effort: the original
+    error is what the caller sees)."""
+    layout = settings.layout
+    try:
+        for table in RAW_TABLES:
+            remove_directory(layout.validated(table, ds))
+        report = getattr(exc, "report", None) if isinstance(exc, ValidationError) else None
+        error = str(exc) or type(exc).__name__
+        write_json(layout.validation_report(ds), {**(report or {"ds": ds}), "ok": False, "error": error})
+    except OSError:
+        log.exception("validate %s: could not clear the day's validated data after a failure", ds)
+
+
+def _table_counts(reason: np.ndarray) -> dict:
+    rows, bad = len(reason), int((reason > 0).sum())
+    counts = np.bincount(reason, minlength=len(REASONS))
+    return {
+        "rows": rows,
+        "clean": rows - bad,
+        "quarantined": bad,
+        "bad_fraction": bad / rows if rows else 0.0,
+        "reasons": {REASONS[c]: int(counts[c]) for c in range(1, len(REASONS)) if counts[c]},
+    }
+
+
+def _validate(ds: str, settings: Settings) -> dict:
+    """The checks of :func:`validate_day`: quarantine and clean partitions written, failures raised."""
     layout: Layout = settings.layout
     raw = {table: read_raw(table, ds, settings) for table in RAW_TABLES}
 
@@ -280,44 +429,58 @@ def validate_day(ds: str, settings: Settings) -> dict:
     )
     clean["applies"] = raw["applies"].filter(pa.array(reasons["applies"] == 0))
 
-    tables = {}
+    tables = {table: _table_counts(reasons[table]) for table in RAW_TABLES}
     for table in RAW_TABLES:
-        reason = reasons[table]
-        rows, bad = len(reason), int((reason > 0).sum())
-        counts = np.bincount(reason, minlength=len(REASONS))
-        tables[table] = {
-            "rows": rows,
-            "clean": rows - bad,
-            "quarantined": bad,
-            "bad_fraction": bad / rows if rows else 0.0,
-            "reasons": {REASONS[c]: int(counts[c]) for c in range(1, len(REASONS)) if counts[c]},
-        }
-        write_partition(layout.quarantine(table, ds), _with_reason(raw[table], reason))
+        write_partition(layout.quarantine(table, ds), _with_reason(raw[table], reasons[table]))
     report = {
         "ds": ds,
         "ok": True,
         "max_bad_fraction": settings.max_bad_fraction,
+        "allow_empty_day": settings.allow_empty_day,
         "rows": sum(t["rows"] for t in tables.values()),
         "quarantined": sum(t["quarantined"] for t in tables.values()),
+        "empty_tables": [t for t in RAW_TABLES if tables[t]["clean"] == 0],
         "tables": tables,
     }
-    failing = {t: v["bad_fraction"] for t, v in tables.items() if v["bad_fraction"] > settings.max_bad_fraction}
-    if failing:
-        report["ok"] = False
-        for table in RAW_TABLES:
-            shutil.rmtree(settings.layout.validated(table, ds), ignore_errors=True)
-        detail = ", ".join(
-            f"{t}: {tables[t]['quarantined']}/{tables[t]['rows']} rows ({f:.2%}; {tables[t]['reasons']})"
-            for t, f in failing.items()
-        )
-        raise ValidationError(
-            f"validation of {ds} failed: bad fraction above max_bad_fraction={settings.max_bad_fraction} "
-            f"in {detail}; rejected rows are in {layout.quarantine_dir()}/<table>/ds={ds} "
-            "(fix the raw data, or raise JOBREC_MAX_BAD_FRACTION to accept them)",
-            report,
-        )
+    _check_thresholds(ds, settings, report)
+    _check_empty(ds, settings, report)
     for table in RAW_TABLES:
-        write_partition(settings.layout.validated(table, ds), clean[table])
-    log.info("validate %s: %d rows, %d quarantined (%s)", ds, report["rows"], report["quarantined"],
-             {t: v["reasons"] for t, v in tables.items() if v["reasons"]})
+        write_partition(layout.validated(table, ds), clean[table])
     return report
+
+
+def _check_thresholds(ds: str, settings: Settings, report: dict) -> None:
+    tables = report["tables"]
+    limit = settings.max_bad_fraction
+    failing = {t: v["bad_fraction"] for t, v in tables.items() if v["bad_fraction"] > limit}
+    if not failing:
+        return
+    report["ok"] = False
+    detail = ", ".join(
+        f"{t}: {tables[t]['quarantined']}/{tables[t]['rows']} rows ({f:.2%}; {tables[t]['reasons']})"
+        for t, f in failing.items()
+    )
+    raise ValidationError(
+        f"validation of {ds} failed: bad fraction above max_bad_fraction={settings.max_bad_fraction} "
+        f"in {detail}; rejected rows are in {settings.layout.quarantine_dir()}/<table>/ds={ds} "
+        "(fix the raw data, or raise JOBREC_MAX_BAD_FRACTION to accept them)",
+        report,
+    )
+
+
+def _check_empty(ds: str, settings: Settings, report: dict) -> None:
+    empty = report["empty_tables"]
+    if not empty or settings.allow_empty_day:
+        return
+    report["ok"] = False
+    detail = ", ".join(
+        f"{t} ({report['tables'][t]['rows']} raw rows, {report['tables'][t]['quarantined']} quarantined)"
+        for t in empty
+    )
+    raise ValidationError(
+        f"validation of {ds} failed: no clean rows in {detail} "
+        f"under {settings.layout.raw_dir()}/<table>/ds={ds}; "
+        "an empty table usually means its logs did not land: land them and validate again, or, if an empty "
+        "day is expected, pass --allow-empty (or set JOBREC_ALLOW_EMPTY_DAY=true)",
+        report,
+    )

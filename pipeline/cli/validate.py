@@ -13,13 +13,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Check raw/<table>/ds=D against the schemas of docs/architecture.md; write rejected rows with a "
             "reason to quarantine/<table>/ds=D and accepted rows to validated/<table>/ds=D. Fails (exit 2) "
-            "on a schema break or when a table's bad fraction exceeds JOBREC_MAX_BAD_FRACTION."
+            "on a missing or unreadable file, a schema break, when a table's bad fraction exceeds "
+            "JOBREC_MAX_BAD_FRACTION, or when a table has no clean rows (unless --allow-empty); a failed run "
+            "removes the day's validated data, so features are never built from stale clean rows."
         ),
     )
     parser.add_argument("--ds", required=True, help="day to validate, YYYY-MM-DD")
     parser.add_argument("--home", default=None, help="data folder (default $JOBREC_HOME, else ./data)")
     parser.add_argument(
         "--max-bad-fraction", type=float, default=None, help="override JOBREC_MAX_BAD_FRACTION for this run"
+    )
+    parser.add_argument(
+        "--allow-empty", action="store_true", default=None,
+        help="let tables with no rows pass: an empty day is expected (JOBREC_ALLOW_EMPTY_DAY for every run)",
     )
     parser.set_defaults(func=run)
 
@@ -59,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.config import Settings
     from pipeline.validation import validate_day
 
-    settings = Settings.from_env(home=args.home, max_bad_fraction=args.max_bad_fraction)
+    settings = Settings.from_env(
+        home=args.home, max_bad_fraction=args.max_bad_fraction, allow_empty_day=args.allow_empty
+    )
     report = validate_day(args.ds, settings)
     print(f"validated {report['ds']} under {settings.home}: {report['rows']} rows, "
           f"{report['quarantined']} quarantined (max bad fraction {report['max_bad_fraction']})")

@@ -20,19 +20,35 @@ import pyarrow.compute as pc
 
 from pipeline.config import Settings
 from pipeline.features.vocab import FIELDS
-from pipeline.storage import atomic_directory, check_ds, write_partition
+from pipeline.storage import RAW_TABLES, atomic_directory, check_ds, write_partition
 
 log = logging.getLogger(__name__)
 
 __all__ = ["build_features", "load_input", "write_spark_partition"]
 
 
-def input_path(table: str, ds: str, settings: Settings) -> Path:
-    """Where to read raw ``table`` for ``ds``: the validated (clean) partition when validation has run,
-    else the raw partition (with a warning). Raises ``FileNotFoundError`` saying what to run when neither
-    exists."""
+def input_path(table: str, ds: str, settings: Settings, *, warn: bool = True) -> Path:
+    """Where to read raw ``table`` for ``ds``.
+
+    - The day was validated and its last validation passed: the validated (clean) partition.
+    - The day was validated but its last validation did not pass (failed, interrupted, or validated data
+      without a verdict): raises ``pipeline.validation.NotValidatedError`` (a ``FileNotFoundError``: exit code
+      2 on the command line) saying to fix the raw data and run ``jobrec validate --ds``. Clean data that no
+      longer matches raw is never read.
+    - The day was never validated: the raw partition, with a warning (unless ``warn`` is false).
+
+    Raises ``FileNotFoundError`` saying what to run when the partition to read does not exist.
+    """
+    from pipeline.validation import require_pass, was_validated
+
     clean = settings.layout.validated(table, ds)
-    if clean.is_dir():
+    if was_validated(ds, settings):
+        require_pass(ds, settings)
+        if not clean.is_dir():
+            raise FileNotFoundError(
+                f"no validated {table} for ds={ds} at {clean} although its validation passed: "
+                f"run `jobrec validate --ds {ds}` again"
+            )
         return clean
     raw = settings.layout.raw(table, ds)
     if not raw.is_dir():
@@ -40,7 +56,8 @@ def input_path(table: str, ds: str, settings: Settings) -> Path:
             f"no {table} partition for ds={ds} (looked for {clean} and {raw}); land the "
             f"day's raw data (e.g. `jobrec synth`) and run `jobrec validate --ds {ds}`"
         )
-    log.warning("%s for ds=%s: not validated, reading raw rows from %s", table, ds, raw)
+    if warn:
+        log.warning("%s for ds=%s: not validated, reading raw rows from %s", table, ds, raw)
     return raw
 
 
@@ -87,7 +104,8 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
 
     ``shards``: training files per day (rows hashed by member_id; default the Spark shuffle partitions).
     Returns counts for the run report: ds, members, jobs, terms, new_terms, training_rows, positives,
-    seconds. Raises ``FileNotFoundError`` naming what to run when an input partition is missing.
+    seconds. Raises ``FileNotFoundError`` naming what to run when an input partition is missing or the day's
+    last validation did not pass (``pipeline.validation.NotValidatedError``, see :func:`input_path`).
     """
     from pyspark.sql import functions as F
 
@@ -97,6 +115,8 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
     from pipeline.spark import get_spark
 
     check_ds(ds)
+    for table in RAW_TABLES:  # refuse a day that is missing or failed validation before starting Spark
+        input_path(table, ds, settings, warn=False)
     started = time.time()
     # Python workers must run this interpreter (it has pyarrow/numpy); pipeline.spark does not pin it yet.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
