@@ -2,7 +2,7 @@
 
 Each home partition keeps its block of the (normalized) design ``X`` with the fit rows and weights of
 negative down-sampling; ``FixedCoordinate`` and the ``FIXED_SOLVERS`` run unchanged on the driver. Only
-p-sized sums come back (``treeAggregate``); the per-row offset is broadcast once per block solve. For p up
+p-sized sums come back (``treeAggregate``); the per-row offset is shared once per block solve (``share``). For p up
 to ``DENSE_HESSIAN_MAX`` the dense Hessian comes back with the gradient in the same pass, so the solver's
 Hessian-vector products cost no extra Spark job.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..losses import Loss
+from .blocks import share
 
 DENSE_HESSIAN_MAX = 1000
 SCORES_KEPT = 3
@@ -116,10 +117,10 @@ class SparkFixedData:
         return np.zeros(coef.size) if out is None else out
 
     def objective(self, offset: np.ndarray, l2: np.ndarray) -> SparkGLMObjective:
-        """The objective at ``offset`` (broadcast once; the previous objective's broadcast is released)."""
+        """The objective at ``offset`` (shared once; the previous objective's broadcast is released)."""
         if self._offset is not None:
             self._offset.unpersist()
-        self._offset = self.sc.broadcast(offset)
+        self._offset = share(self.sc, offset, offset.nbytes)
         return SparkGLMObjective(self, self._offset, l2)
 
     def score(self, coef: np.ndarray) -> np.ndarray:
@@ -135,7 +136,7 @@ class SparkFixedData:
         return out
 
     def _at_offset(self, coef: np.ndarray, offset: np.ndarray, hessian: bool):
-        bc = self.sc.broadcast(offset)
+        bc = share(self.sc, offset, offset.nbytes)
         try:
             return self.sums(coef, bc, hessian=hessian)
         finally:

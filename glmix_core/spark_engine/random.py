@@ -6,7 +6,7 @@ vocabulary, normalization and row keys are global), plus the global positions of
 are shuffled into place once per fit and then only read (persisted, never rewritten).
 
 The driver holds what the PBCD driver touches: the pair values (in partition order), their prior, the
-per-row score vector and the ``PairIndex``. An update broadcasts the offset and the values, runs the batched
+per-row score vector and the ``PairIndex``. An update ships the offset and the values (``share``), runs the batched
 Newton solve in every partition (one Spark job) and collects the new values and scores; no shuffle per
 update. ``SparkRandomCoordinate`` offers the interface of ``glmix_core.coordinates``.
 """
@@ -20,7 +20,7 @@ from ..coordinates import PairIndex, RandomCoordinate
 from ..design import PairScaling
 from ..index_map import FeatureIndexMap
 from ..model import RandomEffectModel
-from .blocks import entity_partitions, split_by
+from .blocks import entity_partitions, share, split_by
 
 
 def split_model(prev: RandomEffectModel, num_parts: int) -> list[RandomEffectModel | None]:
@@ -130,7 +130,8 @@ class SparkRandomCoordinate:
     def _run(self, offset: np.ndarray | None, task, *args) -> list:
         """One Spark job: ``task(index, coord with this partition's current values, its rows' offset, *args)``
         on every partition that has coefficients; the results in partition order."""
-        bc = self.sc.broadcast((offset, self.values, self.slices))
+        bc = share(self.sc, (offset, self.values, self.slices),
+                   self.values.nbytes + (0 if offset is None else offset.nbytes))
 
         def run(index, states):
             offset, values, slices = bc.value
