@@ -5,12 +5,15 @@ Layout under a prefix (default ``jobrec``)::
     {prefix}:current              string  the served version (the pointer readers follow)
     {prefix}:history              list    versions the pointer has pointed at, newest first (for rollback)
     {prefix}:versions             zset    every written version, scored by its sequence number
-    {prefix}:seq                  string  counter handing out version numbers
-    {prefix}:v{N}:meta            hash    ds, model_version, members, status (writing|complete|deleting), ...
-    {prefix}:v{N}:m:{member_id}   string  the member's packed list (see ``serving_store.codec``)
-    {prefix}:v{N}:fallback        string  the packed fallback list for members without a list
+    {prefix}:seq                  string  counter handing out sequence numbers (ordering only)
+    {prefix}:store                hash    marks a store whose bookkeeping is intact (see publisher.sweep_unlisted)
+    {prefix}:v{V}:meta            hash    ds, model_version, members, status (writing|complete|deleting), ...
+    {prefix}:v{V}:m:{member_id}   string  the member's packed list (see ``serving_store.codec``)
+    {prefix}:v{V}:fallback        string  the packed fallback list for members without a list
 
-A version is a decimal sequence number; member IDs are written in decimal.
+A version id ``V`` is ``<ds digits>-<seq>-<8 random hex digits>`` (e.g. ``20260105-7-3fa9c2d1``; older
+stores hold plain decimal ids): never reused, even when Redis loses its data and ``seq`` starts again.
+Member IDs are written in decimal.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ DEFAULT_PREFIX = "jobrec"
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under ``prefix``; ``version`` arguments are the decimal version strings (e.g. ``"7"``)."""
+    """Key names under ``prefix``; ``version`` arguments are version id strings (e.g. ``"20260105-7-3fa9c2d1"``)."""
 
     prefix: str = DEFAULT_PREFIX
 
@@ -48,8 +51,17 @@ class Keys:
     def seq(self) -> str:
         return f"{self.prefix}:seq"
 
+    @property
+    def store(self) -> str:
+        return f"{self.prefix}:store"
+
+    @property
+    def versions_pattern(self) -> str:
+        """SCAN pattern matching every key of every version (and possibly other keys: check the shape)."""
+        return f"{self.prefix}:v*"
+
     def version_base(self, version: str) -> str:
-        """``{prefix}:v{N}``: every key of one version starts with this (used by the Lua scripts too)."""
+        """``{prefix}:v{V}``: every key of one version starts with this (used by the Lua scripts too)."""
         return f"{self.prefix}:v{version}"
 
     def meta(self, version: str) -> str:

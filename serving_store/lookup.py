@@ -1,5 +1,6 @@
 """Look up a member's served list: one round trip (a Lua script reads pointer, list and metadata
-atomically), so a reader never combines one version's pointer with another version's list."""
+atomically), so a reader never combines one version's pointer with another version's list, and never reads
+the lists of a version whose metadata does not say ``complete`` (being written, being deleted, or lost)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from serving_store import codec
 from serving_store.keys import Keys
 
 INT64_MAX = 2**63 - 1
+_INT64_DIGITS = len(str(INT64_MAX))  # 19
 
 _LOOKUP = """
 local v = ARGV[3]
@@ -19,14 +21,17 @@ if v == '' then
   if not v then return false end
 end
 local base = ARGV[1] .. ':v' .. v
+local meta = redis.call('HMGET', base .. ':meta', 'ds', 'model_version', 'status')
+if meta[3] ~= 'complete' then
+  return {v, '', '', meta[1] or '', meta[2] or '', meta[3] or ''}
+end
 local val = redis.call('GET', base .. ':m:' .. ARGV[2])
 local source = 'member'
 if not val then
   val = redis.call('GET', base .. ':fallback')
   source = 'fallback'
 end
-local meta = redis.call('HMGET', base .. ':meta', 'ds', 'model_version', 'status')
-return {v, source, val or '', meta[1] or '', meta[2] or '', meta[3] or ''}
+return {v, source, val or '', meta[1] or '', meta[2] or '', meta[3]}
 """
 
 
@@ -35,15 +40,29 @@ class InvalidMemberId(ValueError):
 
 
 class NothingPublished(LookupError):
-    """No version is served yet (run ``jobrec publish --ds``), or the requested version does not exist."""
+    """No version is served yet (run ``jobrec publish --ds``), the requested version does not exist, or the
+    version found is not complete (its lists are never read)."""
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` for an error message, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def parse_member_id(raw: str | int) -> int:
-    """``raw`` as a member ID (a non-negative integer that fits int64), else :class:`InvalidMemberId`."""
+    """``raw`` as a member ID (a non-negative integer that fits int64), else :class:`InvalidMemberId`.
+
+    Any input is either an ID or this error: never another exception (a string of 4,301+ digits would make
+    ``int()`` raise its own ``ValueError``), and the message quotes at most 40 characters of it.
+    """
     text = str(raw).strip()
     if not text.isascii() or not text.isdigit():
-        raise InvalidMemberId(f"member_id must be a non-negative integer; got {str(raw)!r}")
-    value = int(text)
+        raise InvalidMemberId(f"member_id must be a non-negative integer; got {_shown(str(raw))}")
+    if len(text.lstrip("0")) > _INT64_DIGITS:
+        raise InvalidMemberId(
+            f"member_id must fit in a 64-bit integer (<= {INT64_MAX}); got {_shown(text)}"
+        )
+    value = int(text.lstrip("0") or "0")
     if value > INT64_MAX:
         raise InvalidMemberId(f"member_id must fit in a 64-bit integer (<= {INT64_MAX}); got {text}")
     return value
@@ -94,6 +113,11 @@ def _recommendations(member: int, limit: int | None, reply, version: str | None)
     )
     if version is not None and not status:
         raise NothingPublished(f"version {version} does not exist (deleted or never written)")
+    if status != "complete":
+        raise NothingPublished(
+            f"version {served} is not complete (status {status or 'missing'}): its lists are not served; "
+            "publish again (`jobrec publish --ds YYYY-MM-DD`) or roll back (`jobrec rollback`)"
+        )
     job_ids, scores = codec.decode(value) if value else ([], [])
     n = len(job_ids) if limit is None else min(limit, len(job_ids))
     return Recommendations(

@@ -6,27 +6,38 @@ string. The pointer only moves forward in ``ds`` unless forced (a backfill write
 inspection but leaves the newer day served), and the last ``versions_kept`` served versions stay for
 rollback.
 
-Writes go out as ``MSET`` commands of ``batch_size`` members, built as one NumPy byte matrix per batch
+Writes go out as ``MSETNX`` commands of ``batch_size`` members, built as one NumPy byte matrix per batch
 (RESP framing, keys and packed values; no Python loop over members), several batches in flight on one
-connection. A connection drop resends the unacknowledged batches (SETs are idempotent) with the client's
-retry policy; when the retries run out the publish fails, the pointer has not moved and the previous
-version is still served. Standalone Redis only: a cluster would reject multi-slot ``MSET``.
+connection. A connection drop resends the unacknowledged batches as ``MSET`` (idempotent) with the client's
+retry policy, after checking on the new connection that the version is still there being written: a Redis
+that restarted empty (SIGKILL without persistence) makes the publish fail instead of receiving orphan keys.
+When the retries run out the publish fails, the pointer has not moved and the previous version is still
+served. Standalone Redis only: a cluster would reject multi-slot ``MSET``.
+
+Version ids are never reused (``<ds>-<seq>-<random>``, see ``serving_store.keys``): the writer claims a fresh
+id (refused if any of its keys exist), ``MSETNX`` refuses to overwrite a member key already in the version,
+and a store whose bookkeeping is gone (a new or emptied server) first has every key of unlisted versions
+swept away. Lookups only read versions whose status is ``complete``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+import secrets
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import redis
 
 from serving_store import codec
-from serving_store.connection import RETRYABLE, make_retry, redact_url, unavailable
+from serving_store.connection import RETRYABLE, make_retry, redact_url, store_error
 from serving_store.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -83,12 +94,41 @@ return {cur, target}
 """
 
 
+# Claim a fresh version: refused when any of its bookkeeping keys exist. KEYS: meta, fallback, versions.
+# ARGV: version, seq, then meta field/value pairs.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return redis.error_reply('version ' .. ARGV[1] .. ' already has keys; refusing to write into it')
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
+
+# Mark a written version complete, only if it is still the one being written (not lost to a Redis restart,
+# not being deleted). KEYS: meta, fallback. ARGV: fallback value, verified_at, fallback_size.
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'writing' then
+  return redis.error_reply('the version is no longer being written (status ' ..
+    tostring(redis.call('HGET', KEYS[1], 'status')) .. ')')
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'complete', 'verified_at', ARGV[2], 'fallback_size', ARGV[3])
+return 1
+"""
+
+
 class PublishFailed(RuntimeError):
     """A publish stopped before moving the pointer (the previous version stays served)."""
 
 
 class PublishVerificationError(PublishFailed):
     """The written version does not match the input; the pointer was not moved."""
+
+
+class VersionLost(PublishFailed):
+    """The version being written vanished from Redis (a restart without persistence, or a concurrent
+    delete); nothing more is written into it and it is never served."""
 
 
 @dataclass(frozen=True)
@@ -235,10 +275,20 @@ def _batches(lists: RecommendationLists, batch_size: int):
             yield order[start : min(start + batch_size, hi)]
 
 
-def _mset_command(
-    lists: RecommendationLists, idx: np.ndarray, member_prefix: bytes, width: int
-) -> list[bytes]:
-    """One ``MSET key value ...`` command (RESP bytes) for the members at positions ``idx``."""
+class _Command(NamedTuple):
+    """A packed command for :func:`_run_pipelined`: ``payload`` is sent first, ``resend`` (if given) instead
+    of it after a reconnect; ``members`` counts the members it covers."""
+
+    payload: list[bytes]
+    members: int
+    resend: list[bytes] | None = None
+
+
+def _mset_command(lists: RecommendationLists, idx: np.ndarray, member_prefix: bytes, width: int) -> _Command:
+    """``MSETNX key value ...`` (RESP bytes) for the members at positions ``idx``; ``MSET`` as its resend.
+
+    ``MSETNX`` writes nothing and replies 0 when any of the keys exists: a first write never overwrites.
+    """
     count = int(lists.counts[idx[0]])
     starts = lists.offsets[idx]
     take = starts[:, None] + np.arange(count)
@@ -255,42 +305,71 @@ def _mset_command(
         ],
         axis=1,
     )
-    return [b"*%d\r\n$4\r\nMSET\r\n" % (2 * idx.size + 1), rows.tobytes()]
+    rows = rows.tobytes()
+    head = b"*%d\r\n" % (2 * idx.size + 1)
+    return _Command([head + b"$6\r\nMSETNX\r\n", rows], int(idx.size), [head + b"$4\r\nMSET\r\n", rows])
 
 
-def _exists_command(lists: RecommendationLists, idx: np.ndarray, member_prefix: bytes) -> list[bytes]:
+def _exists_command(lists: RecommendationLists, idx: np.ndarray, member_prefix: bytes) -> _Command:
     """One ``EXISTS key ...`` command (RESP bytes) counting the members at positions ``idx``."""
     keys = _key_rows(lists.member_ids[idx], member_prefix, int(_digit_counts(lists.member_ids[idx[:1]])[0]))
-    return [b"*%d\r\n$6\r\nEXISTS\r\n" % (idx.size + 1), keys.tobytes()]
+    return _Command([b"*%d\r\n$6\r\nEXISTS\r\n" % (idx.size + 1), keys.tobytes()], int(idx.size))
+
+
+def _still_writing(keys: Keys, version: str) -> Callable[[object], None]:
+    """A reconnect check for :func:`_run_pipelined`: raise :class:`VersionLost` unless ``version``'s status
+    on the (new) connection's server is ``writing``. Resending into a server that restarted empty would leave
+    orphan keys under a version nobody lists."""
+    meta = keys.meta(version)
+
+    def check(conn) -> None:
+        conn.send_command("HGET", meta, "status")
+        status = conn.read_response()
+        if status != b"writing":
+            raise VersionLost(
+                f"version {version} is gone from Redis (status {_s(status) if status else 'missing'}): the "
+                "server restarted without its data or the version was deleted; nothing more was written, "
+                "the previously published version stays served (if the server kept it); publish again"
+            )
+
+    return check
 
 
 def _run_pipelined(
-    client: redis.Redis, commands, retry, url: str, on_reply: Callable[[object, int], None]
+    client: redis.Redis,
+    commands,
+    retry,
+    url: str,
+    on_reply: Callable[[object, int], None],
+    on_reconnect: Callable[[object], None] | None = None,
 ) -> None:
-    """Send packed ``commands`` (an iterable of (payload, n_members)) with ``IN_FLIGHT`` in flight.
+    """Send packed ``commands`` (an iterable of :class:`_Command`) with ``IN_FLIGHT`` in flight.
 
-    On a connection/timeout error the connection is dropped and every unacknowledged command is resent
-    (the commands are idempotent) under ``retry``; when it gives up, raises ``ServingStoreUnavailable``.
+    On a connection/timeout error the connection is dropped; on the next connection ``on_reconnect(conn)``
+    runs first (it may raise to stop), then every unacknowledged command is resent (its ``resend`` form
+    when it has one: resends must be idempotent) under ``retry``; when it gives up, raises
+    ``ServingStoreUnavailable`` (``ServingStoreAuthError`` for refused credentials).
     """
     pool = client.connection_pool
     conn = pool.get_connection()
     pending: deque = deque()
     resend = False
 
-    def step(next_command) -> None:
+    def step(next_command: _Command | None) -> None:
         nonlocal resend
         if resend:
-            for payload, _ in pending:
-                conn.send_packed_command(payload)
+            if on_reconnect is not None:
+                on_reconnect(conn)
+            for command in pending:
+                conn.send_packed_command(command.resend or command.payload)
             resend = False
         # On a retry the command may already be pending (sent, reply lost): it was just resent above.
         if next_command is not None and not (pending and pending[-1] is next_command):
-            conn.send_packed_command(next_command[0])
+            conn.send_packed_command(next_command.payload)
             pending.append(next_command)
         while pending and (next_command is None or len(pending) >= IN_FLIGHT):
             reply = conn.read_response()
-            _, n = pending.popleft()
-            on_reply(reply, n)
+            on_reply(reply, pending.popleft().members)
 
     def failed(error: Exception) -> None:
         nonlocal resend
@@ -302,21 +381,21 @@ def _run_pipelined(
         conn.disconnect()
         resend = True
 
+    def call(command: _Command | None) -> None:
+        try:
+            retry.call_with_retry(lambda: step(command), failed)
+        except RETRYABLE as exc:
+            raise store_error(url, getattr(retry, "_retries", -1), exc) from exc
+        except redis.ResponseError as exc:
+            raise PublishFailed(
+                f"Redis at {redact_url(url)} refused a write ({exc}); the previously published "
+                "version stays served"
+            ) from exc
+
     try:
         for command in commands:
-            try:
-                retry.call_with_retry(lambda c=command: step(c), failed)
-            except RETRYABLE as exc:
-                raise unavailable(url, getattr(retry, "_retries", -1), exc) from exc
-            except redis.ResponseError as exc:
-                raise PublishFailed(
-                    f"Redis at {redact_url(url)} refused a write ({exc}); the previously published "
-                    "version stays served"
-                ) from exc
-        try:
-            retry.call_with_retry(lambda: step(None), failed)
-        except RETRYABLE as exc:
-            raise unavailable(url, getattr(retry, "_retries", -1), exc) from exc
+            call(command)
+        call(None)  # read the replies still in flight
     finally:
         if pending:  # replies left unread (an error reply stopped us): never hand this connection on
             conn.disconnect()
@@ -335,6 +414,38 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def new_version_id(ds: str, seq: int) -> str:
+    """A fresh version id ``<ds digits>-<seq>-<8 random hex digits>`` (e.g. ``20260105-7-3fa9c2d1``).
+
+    The random part makes ids unique even when Redis loses ``seq`` (a restart without persistence starts it
+    again at 1), so orphan keys of a failed publish can never be read as part of a later version.
+    """
+    day = "".join(c for c in ds if c.isascii() and c.isalnum())[:16] or "x"
+    return f"{day}-{int(seq)}-{secrets.token_hex(4)}"
+
+
+def claim_version(client: redis.Redis, keys: Keys, ds: str, meta: dict) -> str:
+    """Create a fresh version with status ``writing`` and list it; returns its id.
+
+    Sweeps unlisted versions first when the store's bookkeeping is missing (:func:`sweep_unlisted`).
+    Raises :class:`PublishFailed` when the new id already has keys (the writer never writes into a version
+    that has keys).
+    """
+    if not client.exists(keys.store):
+        swept = sweep_unlisted(client, keys)
+        if swept:
+            log.warning("removed %d keys of versions no longer listed (left by a failed publish)", swept)
+        client.hset(keys.store, mapping={"format": 2, "swept_at": _now()})
+    seq = int(client.incr(keys.seq))
+    version = new_version_id(ds, seq)
+    fields = [x for kv in {**meta, "status": "writing", "created_at": _now()}.items() for x in kv]
+    try:
+        client.eval(_CLAIM, 3, keys.meta(version), keys.fallback(version), keys.versions, version, seq, *fields)
+    except redis.ResponseError as exc:
+        raise PublishFailed(str(exc)) from exc
+    return version
+
+
 def write_version(
     client: redis.Redis,
     lists: RecommendationLists,
@@ -351,37 +462,35 @@ def write_version(
 
     Returns (version, info) where info holds bytes written and stage timings. Raises
     ``PublishVerificationError`` when the counts or the sample do not match (the version stays
-    ``writing`` and is never served), ``ServingStoreUnavailable`` when Redis stays unreachable.
+    ``writing`` and is never served), :class:`VersionLost` when the version vanished from Redis while being
+    written (a restart without persistence: nothing is resent to the new server), :class:`PublishFailed` when
+    the version already held a key being written, ``ServingStoreUnavailable`` when Redis stays unreachable.
     """
     retry = retry or client.get_retry() or make_retry()
     url = _client_url(client)
     timings: dict[str, float] = {}
-    version = str(client.incr(keys.seq))
     width = codec.id_width(lists.job_ids)
-    client.hset(
-        keys.meta(version),
-        mapping={
-            "ds": ds,
-            "model_version": model_version,
-            "members": len(lists),
-            "status": "writing",
-            "id_width": width,
-            "created_at": _now(),
-        },
+    version = claim_version(
+        client, keys, ds, {"ds": ds, "model_version": model_version, "members": len(lists), "id_width": width}
     )
-    client.zadd(keys.versions, {version: int(version)})
     member_prefix = keys.member_prefix(version).encode()
+    on_reconnect = _still_writing(keys, version)
 
     t0 = time.perf_counter()
     written = {"members": 0, "bytes": 0, "next_log": max(len(lists) // 10, 1)}
 
     def commands():
         for idx in _batches(lists, batch_size):
-            payload = _mset_command(lists, idx, member_prefix, width)
-            written["bytes"] += len(payload[1])
-            yield payload, idx.size
+            command = _mset_command(lists, idx, member_prefix, width)
+            written["bytes"] += len(command.payload[1])
+            yield command
 
     def acked(reply, n: int) -> None:
+        if reply == 0:  # MSETNX found a key already there: never overwrite inside a version
+            raise PublishFailed(
+                f"version {version} already holds lists of members being written; refusing to overwrite "
+                "them (the version is left unserved and removed by the next publish)"
+            )
         written["members"] += n
         if on_batch is not None:
             on_batch(written["members"])
@@ -389,7 +498,7 @@ def write_version(
             log.info("version %s: %d/%d members written", version, written["members"], len(lists))
             written["next_log"] += max(len(lists) // 10, 1)
 
-    _run_pipelined(client, commands(), retry, url, acked)
+    _run_pipelined(client, commands(), retry, url, acked, on_reconnect)
     timings["write_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -398,21 +507,26 @@ def write_version(
     def counted(reply, n: int) -> None:
         found["n"] += int(reply)
 
-    exists = (
-        (_exists_command(lists, idx, member_prefix), idx.size) for idx in _batches(lists, 4 * batch_size)
-    )
-    _run_pipelined(client, exists, retry, url, counted)
+    exists = (_exists_command(lists, idx, member_prefix) for idx in _batches(lists, 4 * batch_size))
+    _run_pipelined(client, exists, retry, url, counted, on_reconnect)
     if found["n"] != len(lists):
         raise PublishVerificationError(
             f"version {version}: {found['n']} member lists found in Redis, {len(lists)} written; not served"
         )
     _verify_sample(client, lists, keys, version, verify_sample)
     fb_jobs, fb_scores = fallback_list(lists)
-    client.set(keys.fallback(version), codec.encode(fb_jobs, fb_scores))
-    client.hset(
-        keys.meta(version),
-        mapping={"status": "complete", "verified_at": _now(), "fallback_size": int(fb_jobs.size)},
-    )
+    try:
+        client.eval(
+            _COMPLETE,
+            2,
+            keys.meta(version),
+            keys.fallback(version),
+            codec.encode(fb_jobs, fb_scores),
+            _now(),
+            int(fb_jobs.size),
+        )
+    except redis.ResponseError as exc:
+        raise VersionLost(f"version {version} could not be marked complete: {exc}; not served") from exc
     timings["verify_s"] = time.perf_counter() - t0
     return version, {"bytes_written": written["bytes"], "timings": timings}
 
@@ -423,7 +537,7 @@ def _verify_sample(
     """Read back ``sample`` random members and compare them with the input exactly."""
     if len(lists) == 0 or sample <= 0:
         return
-    rng = np.random.default_rng(int(version))
+    rng = np.random.default_rng(zlib.crc32(version.encode()))
     picks = rng.choice(len(lists), size=min(sample, len(lists)), replace=False)
     values = client.mget([keys.member(version, lists.member_ids[i]) for i in picks])
     for i, value in zip(picks, values, strict=True):
@@ -447,18 +561,22 @@ def move_pointer(
     """Atomically serve ``version`` unless a newer ds is served (and not ``force``).
 
     Returns (moved, previous_version, previous_ds) — previous values are "" when nothing was served.
+    Raises :class:`PublishFailed` when ``version`` is not complete (never served).
     """
-    moved, prev, prev_ds = client.eval(
-        _MOVE_POINTER,
-        3,
-        keys.current,
-        keys.history,
-        keys.meta(version),
-        version,
-        "1" if force else "0",
-        keys.prefix,
-        _now(),
-    )
+    try:
+        moved, prev, prev_ds = client.eval(
+            _MOVE_POINTER,
+            3,
+            keys.current,
+            keys.history,
+            keys.meta(version),
+            version,
+            "1" if force else "0",
+            keys.prefix,
+            _now(),
+        )
+    except redis.ResponseError as exc:
+        raise PublishFailed(f"the pointer was not moved: {exc}") from exc
     return bool(moved), _s(prev), _s(prev_ds)
 
 
@@ -488,6 +606,11 @@ def list_versions(client: redis.Redis, keys: Keys) -> list[str]:
     return [_s(v) for v in client.zrange(keys.versions, 0, -1)]
 
 
+def _version_order(client: redis.Redis, keys: Keys) -> dict[str, float]:
+    """Every listed version → its sequence number (the order versions were claimed in)."""
+    return {_s(v): float(score) for v, score in client.zrange(keys.versions, 0, -1, withscores=True)}
+
+
 def served_version(client: redis.Redis, keys: Keys) -> str | None:
     value = client.get(keys.current)
     return _s(value) if value is not None else None
@@ -508,6 +631,25 @@ def delete_version(client: redis.Redis, keys: Keys, version: str, scan_count: in
         if batch:
             removed += client.unlink(*batch)
     removed += client.unlink(keys.meta(version))
+    return removed
+
+
+def sweep_unlisted(client: redis.Redis, keys: Keys, scan_count: int = 5000) -> int:
+    """Unlink every version key (``{prefix}:v{V}:meta|fallback|m:{id}``) whose version ``V`` is not listed in
+    ``{prefix}:versions``. Returns the number of keys unlinked.
+
+    Such keys are left when Redis lost its bookkeeping (e.g. a restart without persistence during a publish
+    of an older jobrec, which resent batches into the empty server); no listed version is touched. One SCAN
+    of the keyspace: :func:`claim_version` runs it only when ``{prefix}:store`` is missing (a new, emptied or
+    never-swept store).
+    """
+    listed = set(list_versions(client, keys))
+    shape = re.compile(re.escape(keys.prefix.encode()) + rb":v([^:]+):(?:meta|fallback|m:[0-9]+)\Z")
+    removed = 0
+    for batch in _scan_batches(client, keys.versions_pattern, scan_count):
+        doomed = [k for k in batch if (m := shape.match(k)) and m.group(1).decode() not in listed]
+        if doomed:
+            removed += client.unlink(*doomed)
     return removed
 
 
@@ -535,11 +677,12 @@ def prune_versions(client: redis.Redis, keys: Keys, keep: int, own_version: str)
     Returns the deleted versions. Assumes one publisher at a time per prefix.
     """
     served = served_version(client, keys)
-    versions = list_versions(client, keys)
-    status = {v: version_meta(client, keys, v).get("status", "") for v in versions}
+    order = _version_order(client, keys)
+    status = {v: version_meta(client, keys, v).get("status", "") for v in order}
     rollback_targets = [v for v in served_history(client, keys) if status.get(v) == "complete"][: max(keep, 1)]
     kept = set(rollback_targets) | {own_version} | ({served} if served else set())
-    doomed = [v for v in versions if v not in kept and (status[v] != "writing" or int(v) < int(own_version))]
+    own = order.get(own_version, float("inf"))
+    doomed = [v for v in order if v not in kept and (status[v] != "writing" or order[v] < own)]
     for v in doomed:
         n = delete_version(client, keys, v)
         log.info("deleted old version %s (%d keys)", v, n)
