@@ -1,8 +1,15 @@
 """The HTTP lookup service (FastAPI).
 
 ``GET /v1/members/{member_id}/recommendations?limit=N`` returns the served list (job IDs, scores, ranks,
-version, ds); unknown members get the fallback list; an invalid ID is a 400 with a message. ``GET /healthz``
-pings Redis and names the served version. Redis trouble is a 503 with a message, never a 500.
+version, ds); unknown members get the fallback list. ``GET /healthz`` pings Redis and names the served
+version. The OpenAPI document (``/openapi.json``) types ``member_id`` as an integer and documents every answer:
+
+- 400 ``{"detail": ...}``: ``member_id`` is not a non-negative 64-bit integer (whatever the input: text, a
+  fraction, 5,000 digits);
+- 401 ``{"detail": ...}``: a bearer token is required (``api_token`` set) and the request lacks it;
+- 422: ``limit`` out of range or not an integer (FastAPI's validation body);
+- 503 ``{"detail": ...}``: Redis is down, hung (no answer within ``redis_timeout`` seconds), refuses our
+  credentials, holds an unreadable list, or nothing is published yet. Never a 500.
 
 The Redis client is built in the lifespan handler and injected with ``Depends``. Run it with
 ``jobrec serve`` (binds 127.0.0.1 by default), which builds the app from the pipeline's settings: this package
@@ -11,22 +18,89 @@ imports nothing from ``pipeline`` (tests/test_import_layering.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from typing import Annotated
+import secrets
+from collections.abc import Awaitable
+from typing import Annotated, Literal, TypeVar
 
 import redis
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, BeforeValidator
 
 from serving_store.codec import CodecError
-from serving_store.connection import ServingStoreUnavailable, connect_async, redact_url, resolve_url
+from serving_store.connection import (
+    ServingStoreUnavailable,
+    connect_async,
+    is_auth_error,
+    redact_url,
+    resolve_url,
+)
 from serving_store.keys import Keys
-from serving_store.lookup import AsyncLookup, InvalidMemberId, NothingPublished
+from serving_store.lookup import INT64_MAX, AsyncLookup, InvalidMemberId, NothingPublished, parse_member_id
 
 log = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
+DEFAULT_REDIS_TIMEOUT = 0.5  # seconds a request waits for Redis before answering 503
+T = TypeVar("T")
+
+
+class ErrorBody(BaseModel):
+    """The body of every 400, 401 and 503 answer."""
+
+    detail: str
+
+
+class Recommendation(BaseModel):
+    rank: int
+    job_id: int
+    score: float
+
+
+class RecommendationsBody(BaseModel):
+    """A member's served list; ``source`` is ``fallback`` for a member without a list of their own."""
+
+    member_id: int
+    version: str
+    ds: str
+    model_version: str
+    source: Literal["member", "fallback"]
+    recommendations: list[Recommendation]
+
+
+class HealthBody(BaseModel):
+    """``served`` is the served version's metadata (version, ds, model_version, ...) or null."""
+
+    status: Literal["ok"]
+    served: dict[str, str] | None
+
+
+# The path parameter is parsed by the one rule of ``parse_member_id`` (ASCII digits, fits int64), not by
+# pydantic's lax int (which takes "5.0", "+5", "1_000"); the schema still says integer, 0..2^63-1.
+MemberId = Annotated[
+    int,
+    Path(ge=0, le=INT64_MAX, description="the member's ID, a non-negative 64-bit integer"),
+    BeforeValidator(parse_member_id),  # after Path: the schema keeps minimum/maximum
+]
+ERRORS = {
+    400: {"model": ErrorBody, "description": "member_id is not a non-negative 64-bit integer"},
+    503: {
+        "model": ErrorBody,
+        "description": "the serving store is unavailable (down, hung, refusing credentials, unreadable list) "
+        "or nothing is published yet",
+    },
+}
+UNAUTHORIZED = {401: {"model": ErrorBody, "description": "missing or wrong bearer token"}}
+
+
+class StoreTimeout(RuntimeError):
+    """Redis did not answer within the request's budget."""
 
 
 def get_lookup(request: Request) -> AsyncLookup:
@@ -37,16 +111,64 @@ def get_lookup(request: Request) -> AsyncLookup:
 LookupDep = Annotated[AsyncLookup, Depends(get_lookup)]
 
 
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising :class:`StoreTimeout` after ``seconds`` (the request's Redis budget,
+    retries included); the cancelled command's connection is dropped by redis-py, not reused."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError as exc:
+        raise StoreTimeout(f"serving store unavailable: Redis did not answer within {seconds:g} s") from exc
+
+
+_BEARER = HTTPBearer(auto_error=False, description="the service's token (JOBREC_API_TOKEN)")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+def _bearer_check(token: str):
+    """A dependency answering 401 unless the request carries ``Authorization: Bearer <token>``."""
+
+    async def require_token(credentials: Credentials) -> None:
+        given = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else ""
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise _Unauthorized()
+
+    return require_token
+
+
+class _Unauthorized(Exception):
+    pass
+
+
 def create_app(
-    settings_or_url, *, keys: Keys | None = None, default_limit: int = 100, retries: int = 3
+    settings_or_url,
+    *,
+    keys: Keys | None = None,
+    default_limit: int = 100,
+    retries: int = 3,
+    redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
+    api_token: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving lists from the Redis of ``settings_or_url`` (``Settings`` or a URL)."""
+    """The FastAPI app serving lists from the Redis of ``settings_or_url`` (``Settings`` or a URL).
+
+    Args:
+        redis_timeout: seconds a request waits for Redis (retries of dropped connections included) before
+            it answers 503; also the client's socket timeout.
+        api_token: when set, every endpoint but the OpenAPI document and docs answers 401 unless the
+            request carries ``Authorization: Bearer <api_token>``; ``None`` means no authentication.
+    """
+    if redis_timeout <= 0:
+        raise ValueError(f"redis_timeout must be > 0 seconds; got {redis_timeout}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         url = resolve_url(settings_or_url)
         client = await connect_async(
-            url, retries=retries, socket_timeout=2.0, connect_timeout=1.0, client_name="jobrec-api"
+            url,
+            retries=retries,
+            socket_timeout=redis_timeout,
+            connect_timeout=min(1.0, redis_timeout),
+            client_name="jobrec-api",
         )
         app.state.lookup = AsyncLookup(client, keys)
         log.info("serving recommendations from %s", redact_url(url))
@@ -55,11 +177,81 @@ def create_app(
         finally:
             await client.aclose()
 
+    guard = [Depends(_bearer_check(api_token))] if api_token else []
     app = FastAPI(title="jobrec recommendations", lifespan=lifespan)
+    _add_error_handlers(app)
+    responses = {**ERRORS, **(UNAUTHORIZED if api_token else {})}
+
+    @app.get(
+        "/v1/members/{member_id}/recommendations",
+        response_model=RecommendationsBody,
+        responses=responses,
+        dependencies=guard,
+    )
+    async def recommendations(
+        member_id: MemberId,
+        lookup: LookupDep,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="at most this many jobs")
+        ] = default_limit,
+    ):
+        try:
+            return (await within(redis_timeout, lookup.get(member_id, limit))).as_dict()
+        except InvalidMemberId as exc:
+            return JSONResponse(status_code=400, content={"detail": str(exc)})
+        except NothingPublished as exc:
+            return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.get(
+        "/healthz",
+        response_model=HealthBody,
+        responses={503: ERRORS[503], **(UNAUTHORIZED if api_token else {})},
+        dependencies=guard,
+    )
+    async def healthz(lookup: LookupDep):
+        async def check() -> dict | None:
+            await lookup.client.ping()
+            return await lookup.served()
+
+        return {"status": "ok", "served": await within(redis_timeout, check())}
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Map every failure to its documented status: 400 bad member_id, 401, 503 for Redis trouble."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(tuple(e.get("loc", ()))[:2] == ("path", "member_id") for e in exc.errors()):
+            raw = request.path_params.get("member_id", "")
+            try:
+                parse_member_id(raw)
+                detail = f"member_id must be a non-negative 64-bit integer; got {raw[:40]!r}"
+            except InvalidMemberId as bad:
+                detail = str(bad)
+            return JSONResponse(status_code=400, content={"detail": detail})
+        return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            status_code=401,
+            content={"detail": "missing or wrong bearer token (Authorization: Bearer <JOBREC_API_TOKEN>)"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": f"serving store unavailable: {exc}"})
+        if is_auth_error(exc):
+            detail = f"serving store unavailable: Redis refused the credentials ({exc}); check REDIS_URL"
+        else:
+            detail = f"serving store unavailable: {exc}"
+        return JSONResponse(status_code=503, content={"detail": detail})
+
+    @app.exception_handler(StoreTimeout)
+    async def store_hung(request: Request, exc: StoreTimeout) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     @app.exception_handler(CodecError)
     async def unreadable(request: Request, exc: CodecError) -> JSONResponse:
@@ -69,25 +261,3 @@ def create_app(
     async def store_down(request: Request, exc: ServingStoreUnavailable) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
-    @app.get("/v1/members/{member_id}/recommendations")
-    async def recommendations(
-        member_id: str,
-        lookup: LookupDep,
-        limit: Annotated[
-            int, Query(ge=1, le=MAX_LIMIT, description="at most this many jobs")
-        ] = default_limit,
-    ):
-        try:
-            return (await lookup.get(member_id, limit)).as_dict()
-        except InvalidMemberId as exc:
-            return JSONResponse(status_code=400, content={"detail": str(exc)})
-        except NothingPublished as exc:
-            return JSONResponse(status_code=503, content={"detail": str(exc)})
-
-    @app.get("/healthz")
-    async def healthz(lookup: LookupDep):
-        await lookup.client.ping()
-        served = await lookup.served()
-        return {"status": "ok", "served": served}
-
-    return app

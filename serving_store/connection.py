@@ -23,7 +23,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -41,6 +43,48 @@ class ServingStoreUnavailable(RuntimeError):
     """Redis could not be reached after the retries; the message names the URL without its password."""
 
 
+class ServingStoreAuthError(ServingStoreUnavailable):
+    """Redis refused the credentials (wrong or missing password, unknown ACL user). Never retried: the
+    message says so and names the URL without its password."""
+
+
+def is_auth_error(error: BaseException) -> bool:
+    """Whether ``error`` is (or was raised from) Redis refusing the credentials: redis-py's asyncio client
+    wraps the ``AuthenticationError`` of its handshake in a plain ``ConnectionError``."""
+    seen = 0
+    while error is not None and seen < 5:
+        if isinstance(error, AuthenticationError):
+            return True
+        error, seen = error.__cause__, seen + 1
+    return False
+
+
+def _retryable(error: Exception) -> bool:
+    """Connection and timeout errors are worth another try; refused credentials are not."""
+    return not is_auth_error(error)
+
+
+class _Retry(Retry):
+    """redis-py's ``Retry`` that gives up at once on ``AuthenticationError`` (a ``ConnectionError`` subclass:
+    redis-py would otherwise retry a wrong password like a dropped connection)."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retry_it(error: Exception) -> bool:
+            return _retryable(error) and (is_retryable is None or is_retryable(error))
+
+        return super().call_with_retry(do, fail, retry_it, with_failure_count)
+
+
+class _AsyncRetry(AsyncRetry):
+    """The asyncio twin of :class:`_Retry`."""
+
+    async def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retry_it(error: Exception) -> bool:
+            return _retryable(error) and (is_retryable is None or is_retryable(error))
+
+        return await super().call_with_retry(do, fail, retry_it, with_failure_count)
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (safe to log or show)."""
     parts = urlsplit(url)
@@ -56,8 +100,9 @@ def redact_url(url: str) -> str:
 def make_retry(
     retries: int = DEFAULT_RETRIES, *, backoff_base: float = 0.05, backoff_cap: float = 2.0
 ) -> Retry:
-    """Exponential backoff retry on connection/timeout errors only, at most ``retries`` extra attempts."""
-    return Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries, supported_errors=RETRYABLE)
+    """Exponential backoff retry on connection/timeout errors only (never on refused credentials), at most
+    ``retries`` extra attempts."""
+    return _Retry(ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries, supported_errors=RETRYABLE)
 
 
 def resolve_url(settings_or_url) -> str:
@@ -87,6 +132,7 @@ def connect(
     (``backoff_base`` doubling up to ``backoff_cap`` seconds). The server is pinged before returning.
 
     Raises:
+        ServingStoreAuthError: the server refused the credentials (no retries; message says so).
         ServingStoreUnavailable: the server cannot be reached after the retries (message names the URL
             with the password hidden and says what to check).
     """
@@ -109,7 +155,7 @@ def connect(
         client.ping()
     except RETRYABLE as exc:
         client.close()
-        raise unavailable(url, retries, exc) from exc
+        raise store_error(url, retries, exc) from exc
     return client
 
 
@@ -125,12 +171,11 @@ async def connect_async(
 ):
     """:func:`connect` for asyncio (``redis.asyncio.Redis``, same retry policy and timeouts), pinged."""
     import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry as AsyncRetry
 
     url = resolve_url(settings_or_url)
     client = aioredis.Redis.from_url(
         url,
-        retry=AsyncRetry(
+        retry=_AsyncRetry(
             ExponentialBackoff(cap=backoff_cap, base=backoff_base), retries, supported_errors=RETRYABLE
         ),
         retry_on_error=list(RETRYABLE),
@@ -143,8 +188,19 @@ async def connect_async(
         await client.ping()
     except RETRYABLE as exc:
         await client.aclose()
-        raise unavailable(url, retries, exc) from exc
+        raise store_error(url, retries, exc) from exc
     return client
+
+
+def store_error(url: str, retries: int, exc: BaseException) -> ServingStoreUnavailable:
+    """The error to raise for a connection-level failure ``exc``: :class:`ServingStoreAuthError` when Redis
+    refused the credentials, else :func:`unavailable`."""
+    if is_auth_error(exc):
+        return ServingStoreAuthError(
+            f"Redis at {redact_url(url)} refused the credentials ({exc}). Check the password (and ACL user) "
+            "in REDIS_URL, e.g. redis://:PASSWORD@host:6379/0; not retried."
+        )
+    return unavailable(url, retries, exc)
 
 
 def unavailable(url: str, retries: int, exc: BaseException) -> ServingStoreUnavailable:

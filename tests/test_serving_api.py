@@ -26,6 +26,10 @@ def publish_small(redis_url: str) -> RecommendationLists:
     return lists
 
 
+def served_id(redis_url: str) -> str:
+    return connect(redis_url).get(Keys().current).decode()
+
+
 @pytest.fixture
 def api(redis_url):
     with TestClient(create_app(redis_url)) as client:
@@ -43,7 +47,7 @@ def test_recommendations_endpoint_returns_ranked_jobs_with_version_and_ds(api, r
         "full-7",
         "member",
     )
-    assert body["version"] == "1"
+    assert body["version"] == served_id(redis_url) and body["version"].startswith("20260105-")
     assert [r["rank"] for r in body["recommendations"]] == [1, 2, 3]
     assert [r["job_id"] for r in body["recommendations"]] == lists.items(2)[0][:3].tolist()
     assert body["recommendations"][0]["score"] == pytest.approx(1.0)
@@ -78,7 +82,11 @@ def test_healthz_names_the_served_version(api, redis_url):
     assert api.get("/healthz").json() == {"status": "ok", "served": None}
     publish_small(redis_url)
     served = api.get("/healthz").json()["served"]
-    assert (served["version"], served["ds"], served["status"]) == ("1", "2026-01-05", "complete")
+    assert (served["version"], served["ds"], served["status"]) == (
+        served_id(redis_url),
+        "2026-01-05",
+        "complete",
+    )
 
 
 def test_dropped_redis_connections_are_retried_not_500(api, redis_url):
@@ -104,6 +112,6 @@ def test_redis_going_away_is_a_503_not_a_500(tmp_path):
 
 def test_a_corrupt_stored_list_is_a_503_not_a_500(api, redis_url):
     publish_small(redis_url)
-    redis.Redis.from_url(redis_url).set(Keys().member("1", 4), b"garbage")
+    redis.Redis.from_url(redis_url).set(Keys().member(served_id(redis_url), 4), b"garbage")
     response = api.get("/v1/members/4/recommendations")
     assert response.status_code == 503 and "unreadable" in response.json()["detail"]

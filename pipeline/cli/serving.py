@@ -23,7 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_recs)
 
     p = subparsers.add_parser("serve", help="run the HTTP lookup service")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1: local only; set JOBREC_API_TOKEN before binding wider)",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=_serve)
 
@@ -95,6 +99,9 @@ def _recs(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -106,10 +113,22 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:  # fail with a message (not a traceback from the app's startup) when Redis is unreachable
         connect(settings, retries=2).close()
-    except ServingStoreUnavailable as exc:
+    except ServingStoreUnavailable as exc:  # ServingStoreAuthError too: its own message, no retries
         return _fail("serve", exc)
+    if args.host not in LOOPBACK and not settings.api_token:
+        print(
+            f"jobrec serve: warning: listening on {args.host} without authentication; "
+            "set JOBREC_API_TOKEN to require a bearer token",
+            file=sys.stderr,
+        )
     uvicorn.run(
-        create_app(settings, keys=serving_keys(settings), default_limit=settings.top_n),
+        create_app(
+            settings,
+            keys=serving_keys(settings),
+            default_limit=settings.top_n,
+            redis_timeout=settings.api_redis_timeout_seconds,
+            api_token=settings.api_token,
+        ),
         host=args.host,
         port=args.port,
         log_level="warning",
