@@ -72,6 +72,7 @@ class RedisProcess:
                 return self
             except (redis.RedisError, OSError) as exc:
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.kill()
                     raise RuntimeError(f"redis-server did not start; see {self.directory / 'redis.log'}") from exc
                 time.sleep(0.02)
 

@@ -145,10 +145,12 @@ def test_lookups_never_read_a_version_that_is_not_complete(redis_url):
 @pytest.fixture(scope="module")
 def served_http(tmp_path_factory):
     server = RedisProcess(tmp_path_factory.mktemp("redis-http")).start()
-    publish(connect(server.url), day_lists([5, 10**12], day=1), "2026-01-01")
-    with running_service(create_app(server.url)) as base:
-        yield base
-    server.kill()
+    try:
+        publish(connect(server.url), day_lists([5, 10**12], day=1), "2026-01-01")
+        with running_service(create_app(server.url)) as base:
+            yield base
+    finally:
+        server.kill()
 
 
 @pytest.mark.parametrize(
@@ -231,10 +233,12 @@ def test_cli_and_http_service_report_a_wrong_redis_password(locked_redis, settin
 @pytest.fixture(scope="module")
 def token_http(tmp_path_factory):
     server = RedisProcess(tmp_path_factory.mktemp("redis-token")).start()
-    publish(connect(server.url), day_lists([5], day=1), "2026-01-01")
-    with running_service(create_app(server.url, api_token="t0ken-abc")) as base:
-        yield base
-    server.kill()
+    try:
+        publish(connect(server.url), day_lists([5], day=1), "2026-01-01")
+        with running_service(create_app(server.url, api_token="t0ken-abc")) as base:
+            yield base
+    finally:
+        server.kill()
 
 
 @pytest.mark.parametrize("path", ["/v1/members/5/recommendations", "/healthz"])
