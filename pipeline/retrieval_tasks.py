@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Settings
+from pipeline.progress import progress
 from pipeline.storage import Layout, atomic_directory, check_ds, read_partition
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,13 @@ def candidate_batches(
     region_filter: bool = False,
     processes: int = 1,
     block_size: int = 256,
+    on_members: Callable[[int], None] | None = None,
 ) -> Iterable[pa.RecordBatch]:
     """Candidate record batches for ``members`` against ``job_matrix`` (a ``retrieval.batch.JobMatrix``).
 
     Filters: jobs not open at ``open_at_us`` (posted after or expired by it), (member, job) pairs in
-    ``applies``, and with ``region_filter`` jobs outside the member's region.
+    ``applies``, and with ``region_filter`` jobs outside the member's region. ``on_members(n)`` is called as
+    each block of ``n`` members is done (a :class:`pipeline.progress.Progress`'s ``update``).
     """
     from retrieval import batch
     from retrieval.profiles import region_strings
@@ -110,12 +113,17 @@ def candidate_batches(
     filters = batch.Filters(applied_rows, applied_cols, member_codes, job_codes)
     log.info("retrieving top %d of %d open jobs for %d members", k, job_matrix.n_jobs, len(member_ids))
     return batch.retrieve(
-        job_matrix, queries, member_ids, k, filters=filters, block_size=block_size, processes=processes
+        job_matrix, queries, member_ids, k, filters=filters, block_size=block_size, processes=processes,
+        on_members=on_members,
     )
 
 
-def write_candidates(target: Path, batches: Iterable[pa.RecordBatch]) -> int:
-    """Stream candidate batches into the partition ``target`` atomically; returns the row count."""
+def write_candidates(target: Path, batches: Iterable[pa.RecordBatch], rank_counts: np.ndarray | None = None) -> int:
+    """Stream candidate batches into the partition ``target`` atomically; returns the row count.
+
+    ``rank_counts``, when given (an int64 array of length k + 1), gets ``rank_counts[r] +=`` the rows of
+    rank ``r``: see :func:`candidates_per_member`.
+    """
     from retrieval.batch import CANDIDATE_SCHEMA
 
     rows = 0
@@ -124,7 +132,22 @@ def write_candidates(target: Path, batches: Iterable[pa.RecordBatch]) -> int:
             for record_batch in batches:
                 writer.write_batch(record_batch)
                 rows += record_batch.num_rows
+                if rank_counts is not None and record_batch.num_rows:
+                    ranks = record_batch.column("rank").to_numpy(zero_copy_only=False)
+                    rank_counts += np.bincount(ranks, minlength=len(rank_counts))[: len(rank_counts)]
     return rows
+
+
+def candidates_per_member(rank_counts: np.ndarray, members: int) -> dict[str, int]:
+    """How many members got exactly c candidates, for each c that occurs: ``{"c": members}`` (JSON keys).
+
+    Every member with c candidates has exactly one row of each rank 1..c, so ``rank_counts[c]`` (rows of
+    rank c) is the number of members with at least c candidates; ``members`` (those scored) gives c = 0.
+    """
+    at_least = np.asarray(rank_counts, dtype=np.int64).copy()
+    at_least[0] = members
+    exactly = at_least - np.r_[at_least[1:], 0]
+    return {str(c): int(n) for c, n in enumerate(exactly) if n > 0}
 
 
 def _applied_lists(members: pa.Table, applies: pa.Table) -> pa.ListArray:
@@ -223,16 +246,21 @@ def retrieve_candidates(
             for leftover in (tmp / "spark").iterdir():
                 leftover.unlink()
             (tmp / "spark").rmdir()
-        rows = read_partition(layout.candidates(ds), columns=["rank"]).num_rows
+        ranks = read_partition(layout.candidates(ds), columns=["rank"])["rank"].to_numpy()
+        rows = len(ranks)
+        rank_counts = np.bincount(ranks, minlength=k + 1)[: k + 1]
     else:
-        batches = candidate_batches(
-            job_matrix, members, weights, k, applies=applies, open_at_us=end_us,
-            region_filter=region_filter, processes=processes or default_processes(),
-        )
-        rows = write_candidates(layout.candidates(ds), batches)
+        rank_counts = np.zeros(k + 1, dtype=np.int64)
+        with progress(members.num_rows, "retrieve", unit="members", logger=log) as done:
+            batches = candidate_batches(
+                job_matrix, members, weights, k, applies=applies, open_at_us=end_us,
+                region_filter=region_filter, processes=processes or default_processes(), on_members=done.update,
+            )
+            rows = write_candidates(layout.candidates(ds), batches, rank_counts)
     open_jobs_count = int(np.sum(job_matrix.open_at(end_us)))
     return {
         "ds": ds, "k": k, "members": members.num_rows, "open_jobs": open_jobs_count,
         "indexed_jobs": job_matrix.n_jobs, "applies_excluded_from": applies.num_rows, "candidates": rows,
+        "candidates_per_member": candidates_per_member(rank_counts, members.num_rows),
         "engine": engine, "field_weights": weights, "seconds": round(time.perf_counter() - started, 3),
     }

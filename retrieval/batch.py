@@ -16,7 +16,7 @@ import logging
 import multiprocessing
 import signal
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -366,11 +366,14 @@ def retrieve(
     filters: Filters | None = None,
     block_size: int = 256,
     processes: int = 1,
+    on_members: Callable[[int], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Top-k jobs of every query row, as record batches of :data:`CANDIDATE_SCHEMA`, in query-row order.
 
     ``queries`` is members × ``jobs.vocab`` terms (see :func:`member_queries`); ``processes`` > 1 scores
-    blocks in forked worker processes that share the job matrix copy-on-write.
+    blocks in forked worker processes that share the job matrix copy-on-write. ``on_members(n)``, when
+    given, is called after each block's batch is consumed with the number of query rows (members) it
+    covered, members without candidates included (a progress hook; without it a log line every 30 s).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1; got k={k}")
@@ -385,24 +388,36 @@ def retrieve(
         if processes > 1 and len(starts) > 1:
             pool = multiprocessing.get_context("fork").Pool(processes, initializer=_reset_worker_signals)
             try:
-                yield from _batches(pool.imap(_block_task, starts), member_ids, jobs.job_ids, started)
+                yield from _batches(
+                    pool.imap(_block_task, starts), member_ids, jobs.job_ids, started, block_size, on_members
+                )
                 pool.close()  # normal end: let workers exit on their own
             finally:
                 pool.terminate()  # no-op after close+drain; kills workers on error or early exit
                 pool.join()
         else:
-            yield from _batches(map(_block_task, starts), member_ids, jobs.job_ids, started)
+            yield from _batches(map(_block_task, starts), member_ids, jobs.job_ids, started, block_size, on_members)
     finally:
         _SHARED.clear()
 
 
-def _batches(results, member_ids: np.ndarray, job_ids: np.ndarray, started: float) -> Iterator[pa.RecordBatch]:
+def _batches(
+    results,
+    member_ids: np.ndarray,
+    job_ids: np.ndarray,
+    started: float,
+    block_size: int,
+    on_members: Callable[[int], None] | None,
+) -> Iterator[pa.RecordBatch]:
     last_log = started
     for start, rows, cols, scores, ranks in results:
         yield pa.RecordBatch.from_arrays(
             [pa.array(member_ids[rows]), pa.array(job_ids[cols]), pa.array(scores), pa.array(ranks)],
             schema=CANDIDATE_SCHEMA,
         )
+        if on_members is not None:
+            on_members(min(block_size, len(member_ids) - start))
+            continue
         now = time.perf_counter()
         if now - last_log > 30:
             log.info("retrieval: %d members scored in %.0fs", start, now - started)

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import Settings
 from pipeline.features.vocab import FIELDS
+from pipeline.progress import progress
 from pipeline.storage import RAW_TABLES, atomic_directory, check_ds, write_partition
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,10 @@ def write_spark_partition(df, target: Path, *, shards: int, key: str, order: lis
     return rows
 
 
+# The Spark stages of build_features, in order: what its progress lines count ("features D: 2/5 steps …").
+FEATURE_STEPS = ("term frequencies", "vocab", "profiles", "labels", "training rows")
+
+
 def build_features(ds: str, settings: Settings, shards: int | None = None) -> dict:
     """Build the day's vocab, profiles and training examples from the raw (validated) tables.
 
@@ -107,11 +113,6 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
     seconds. Raises ``FileNotFoundError`` naming what to run when an input partition is missing or the day's
     last validation did not pass (``pipeline.validation.NotValidatedError``, see :func:`input_path`).
     """
-    from pyspark.sql import functions as F
-
-    from pipeline.features.profiles import build_profiles, document_frequencies, term_frequencies
-    from pipeline.features.training import label_impressions, training_examples
-    from pipeline.features.vocab import VOCAB_SCHEMA, Vocab, idf, merge_vocab, previous_vocab
     from pipeline.spark import get_spark
 
     check_ds(ds)
@@ -122,15 +123,30 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = get_spark(settings)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    layout = settings.layout
     shards = shards or settings.spark_shuffle_partitions
+    with progress(len(FEATURE_STEPS), f"features {ds}", unit="steps", logger=log) as step:
+        return _build(ds, settings, spark, shards, started, step.update)
 
+
+
+def _build(
+    ds: str, settings: Settings, spark, shards: int, started: float, step_done: Callable[[], None]
+) -> dict:
+    """The stages of :func:`build_features`; calls ``step_done()`` after each of :data:`FEATURE_STEPS`."""
+    from pyspark.sql import functions as F
+
+    from pipeline.features.profiles import build_profiles, document_frequencies, term_frequencies
+    from pipeline.features.training import label_impressions, training_examples
+    from pipeline.features.vocab import VOCAB_SCHEMA, Vocab, idf, merge_vocab, previous_vocab
+
+    layout = settings.layout
     members = load_input("members", ds, settings, spark)
     jobs = load_input("jobs", ds, settings, spark)
     member_tf = term_frequencies(members, "member_id").cache()
     job_tf = term_frequencies(jobs, "job_id").cache()
     n_members, n_jobs = members.count(), jobs.count()
     n_docs = n_members + n_jobs
+    step_done()
 
     counts = document_frequencies(member_tf, job_tf).toArrow()
     previous = previous_vocab(ds, settings)
@@ -139,6 +155,7 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
     vocab = Vocab(vocab_table)
     new_terms = int(np.sum(np.asarray(vocab_table["first_ds"].to_pylist()) == ds))
     log.info("features %s: vocab %d terms (%d new) over %d docs", ds, vocab_table.num_rows, new_terms, n_docs)
+    step_done()
 
     seen = vocab_table.filter(pc.greater(vocab_table["df"], 0))
     idf_table = pa.table(
@@ -157,17 +174,20 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
     )
     write_spark_partition(job_profiles, layout.features("job_profiles", ds), shards=1, key="job_id", order=["job_id"])
     log.info("features %s: profiles written (%d members, %d jobs)", ds, n_members, n_jobs)
+    step_done()
 
     impressions = load_input("impressions", ds, settings, spark)
     applies = load_input("applies", ds, settings, spark)
     labelled = label_impressions(impressions, applies, settings.label_window_days).cache()
     positives = labelled.filter(F.col("label") > 0).count()
+    step_done()
     examples = training_examples(labelled, member_profiles, job_profiles, vocab)
     n_rows = write_spark_partition(
         examples, layout.features("training", ds), shards=shards, key="member_id", order=["member_id", "impression_id"]
     )
     for cached in (member_tf, job_tf, member_profiles, job_profiles, labelled):
         cached.unpersist()
+    step_done()
     seconds = round(time.time() - started, 3)
     log.info("features %s: %d training rows (%d positive) in %.1fs", ds, n_rows, positives, seconds)
     return {

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.progress import track
 from pipeline.storage import Layout, check_ds, shift_ds, write_json, write_partition
 from pipeline.synth.catalog import Catalog, build_catalog
 from pipeline.synth.entities import (
@@ -136,7 +137,7 @@ def generate_marketplace(
              members, jobs, days, start, seed, impressions_per_day)
 
     day_summaries = []
-    for day in range(days):
+    for day in track(range(days), "synth", unit="days", logger=log):
         ds = shift_ds(start, day)
         if day > 0:
             truth.drift(_rng(seed, _DRIFT, day))
