@@ -72,7 +72,10 @@ def publish(
     deleted versions and timings (read_s, write_s, verify_s, total_s).
 
     Raises ``FileNotFoundError`` (no partition), ``ServingStoreUnavailable`` (Redis unreachable after
-    retries: nothing changed for readers), ``PublishVerificationError`` (written data did not check out).
+    retries: nothing changed for readers; ``ServingStoreAuthError`` when it refused the password, not
+    retried), ``PublishVerificationError`` (written data did not check out), ``VersionLost`` (Redis lost the
+    version mid-publish, e.g. restarted without persistence: nothing was resent into the new server). All
+    but the first leave the previous version served.
     """
     from serving_store.connection import DEFAULT_RETRIES, connect
     from serving_store.publisher import DEFAULT_BATCH, publish_lists

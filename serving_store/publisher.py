@@ -323,7 +323,7 @@ def _still_writing(keys: Keys, version: str) -> Callable[[object], None]:
     meta = keys.meta(version)
 
     def check(conn) -> None:
-        conn.send_command("HGET", meta, "status")
+        conn.send_command("HGET", meta, "status", check_health=False)
         status = conn.read_response()
         if status != b"writing":
             raise VersionLost(
@@ -348,7 +348,8 @@ def _run_pipelined(
     On a connection/timeout error the connection is dropped; on the next connection ``on_reconnect(conn)``
     runs first (it may raise to stop), then every unacknowledged command is resent (its ``resend`` form
     when it has one: resends must be idempotent) under ``retry``; when it gives up, raises
-    ``ServingStoreUnavailable`` (``ServingStoreAuthError`` for refused credentials).
+    ``ServingStoreUnavailable`` (``ServingStoreAuthError`` for refused credentials). Sends skip redis-py's
+    idle health check: its silent reconnect would lose the replies in flight and skip ``on_reconnect``.
     """
     pool = client.connection_pool
     conn = pool.get_connection()
@@ -361,11 +362,11 @@ def _run_pipelined(
             if on_reconnect is not None:
                 on_reconnect(conn)
             for command in pending:
-                conn.send_packed_command(command.resend or command.payload)
+                conn.send_packed_command(command.resend or command.payload, check_health=False)
             resend = False
         # On a retry the command may already be pending (sent, reply lost): it was just resent above.
         if next_command is not None and not (pending and pending[-1] is next_command):
-            conn.send_packed_command(next_command.payload)
+            conn.send_packed_command(next_command.payload, check_health=False)
             pending.append(next_command)
         while pending and (next_command is None or len(pending) >= IN_FLIGHT):
             reply = conn.read_response()
