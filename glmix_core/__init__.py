@@ -28,19 +28,32 @@ Daily retrain: ``fit(spec, today, warm_start=yesterday, lock=["global"])``. Incr
 ``fit(spec, today, warm_start=yesterday, lock=["global"], incremental={"forgetting": 0.9})``.
 """
 
-from . import metrics
-from .api import GLMix
-from .data import load_table
-from .errors import ConvergenceWarning, DataError, ModelError, SpecError
-from .evaluation import evaluate
-from .fitting import fit
-from .formula import spec_from_formula
-from .model import GLMixModel, load_model
-from .spec import CoordinateSpec, GLMixSpec
-from .tuning import grid_search, tune
+from __future__ import annotations
 
-__all__ = [
-    "ConvergenceWarning", "CoordinateSpec", "DataError", "GLMix", "GLMixModel", "GLMixSpec", "ModelError", "SpecError", "evaluate",
-    "fit", "grid_search", "load_model", "load_table", "metrics", "spec_from_formula",
-    "tune",
-]
+import importlib
+
+# Names are imported on first use (PEP 562): Spark's Python workers and short commands import submodules such
+# as ``glmix_core.coordinates``, and an eager package import would load the whole library (and scikit-learn).
+_EXPORTS = {
+    "ConvergenceWarning": "errors", "CoordinateSpec": "spec", "DataError": "errors", "GLMix": "api",
+    "GLMixModel": "model", "GLMixSpec": "spec", "ModelError": "errors", "SpecError": "errors",
+    "evaluate": "evaluation", "fit": "fitting", "grid_search": "tuning", "load_model": "model",
+    "load_table": "data", "spec_from_formula": "formula", "tune": "tuning",
+}
+
+__all__ = sorted([*_EXPORTS, "metrics"])
+
+
+def __getattr__(name: str):
+    if name == "metrics":
+        return importlib.import_module(".metrics", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

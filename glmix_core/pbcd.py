@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ConvergenceWarning, DataError
+from . import errors
+from .errors import DataError
 from .losses import Loss
 from .model import FixedEffectModel, GLMixModel, RandomEffectModel
 from .sparsity import sparsify
@@ -172,7 +173,7 @@ def run(spec: GLMixSpec, backend: Backend, options: FitOptions, *, warm_start: G
         message = (f"PBCD stopped after {sweep} sweeps (max_iterations) with KKT measure {measure:.3g} above the "
                    f"tolerance {spec.tolerance:g}; raise max_iterations or the tolerance")
         log.warning(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        warnings.warn(message, errors.ConvergenceWarning, stacklevel=3)
     if tracker is not None and tracker.best_params is not None:
         # return the best model seen on validation: restore its parameters before variances and output
         for name, coord in coords.items():
