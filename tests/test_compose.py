@@ -158,3 +158,11 @@ def test_the_compose_redis_command_runs_and_refuses_clients_without_the_password
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+def test_compose_publishes_ports_on_loopback_only(compose) -> None:
+    published = {name: svc.get("ports", []) for name, svc in compose["services"].items()}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every host interface"
+    assert "ports" not in compose["services"]["redis"]
