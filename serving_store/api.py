@@ -43,6 +43,7 @@ from serving_store.connection import (
 )
 from serving_store.keys import Keys
 from serving_store.lookup import INT64_MAX, AsyncLookup, InvalidMemberId, NothingPublished, parse_member_id
+from serving_store.report_files import add_report_routes, reports_folder
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def create_app(
     retries: int = 3,
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT,
     api_token: str | None = None,
+    reports_dir=None,
 ) -> FastAPI:
     """The FastAPI app serving lists from the Redis of ``settings_or_url`` (``Settings`` or a URL).
 
@@ -156,6 +158,8 @@ def create_app(
             it answers 503; also the client's socket timeout.
         api_token: when set, every endpoint but the OpenAPI document and docs answers 401 unless the
             request carries ``Authorization: Bearer <api_token>``; ``None`` means no authentication.
+        reports_dir: the run report pages served read-only at ``/reports/`` (default ``<settings.home>/reports``
+            for a ``Settings``; none for a URL), see :mod:`serving_store.report_files`.
     """
     if redis_timeout <= 0:
         raise ValueError(f"redis_timeout must be > 0 seconds; got {redis_timeout}")
@@ -215,6 +219,7 @@ def create_app(
 
         return {"status": "ok", "served": await within(redis_timeout, check())}
 
+    add_report_routes(app, reports_folder(settings_or_url, reports_dir), guard)
     return app
 
 
