@@ -13,7 +13,7 @@ Layout under ``JOBREC_HOME`` (every path comes from a :class:`Layout` method; no
     models/lr_cosine/weights.json                      the first stage's field weights
     index/jobs/ds=YYYY-MM-DD/
     candidates/ds=YYYY-MM-DD/, recommendations/ds=YYYY-MM-DD/
-    reports/ds=YYYY-MM-DD/run.json
+    reports/ds=YYYY-MM-DD/{run.json,full_retrain.json,index.html}, reports/index.html (pages across days)
     airflow/ (the embedded Airflow home), logs/ (demo logs); redis/ (the embedded serving store, placed by
     serving_store.connection under the same home)
 
@@ -128,7 +128,12 @@ class Layout:
         return self.home / "recommendations" / f"ds={check_ds(ds)}"
 
     def report(self, ds: str) -> Path:
-        return self.home / "reports" / f"ds={check_ds(ds)}" / "run.json"
+        return self.reports_dir() / f"ds={check_ds(ds)}" / "run.json"
+
+    def reports_dir(self) -> Path:
+        """``reports/``: each day's ``ds=`` folder (run.json, full_retrain.json, index.html) and the
+        across-days page ``reports/index.html`` (served read-only by ``jobrec serve`` at ``/reports/``)."""
+        return self.home / "reports"
 
     def airflow_home(self) -> Path:
         """The embedded Airflow home (metadata DB, ``airflow.cfg``, task logs)."""
