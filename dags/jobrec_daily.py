@@ -12,7 +12,13 @@ prior; or `retrain_mode=warm_start`: refit on the day's rows from the parent's c
 day's holdout (fails, and nothing is published, when AUC drops more than `gate_margin` below the parent or
 coverage is too low) → update the Whoosh job index → retrieve the top `candidates_k` jobs per member →
 GLMix re-score to the top `top_n` → publish to Redis → verify with sample lookups → write
-`reports/ds=<ds>/run.json`.
+`reports/ds=<ds>/run.json` and the run's report page.
+
+**Run report pages**: [all days](http://127.0.0.1:8000/reports/) and each day's page
+(`/reports/ds=<ds>/`) with tasks and times, rows in and quarantined, holdout AUC against the parent and the
+gate margin, coverage, members on fallback, candidates per member, the score histogram and the jobs
+recommended most often; served by `jobrec serve` (the link assumes its default address, 127.0.0.1:8000),
+and on disk as `$JOBREC_HOME/reports/index.html`.
 
 **Late data waits.** The first task waits (reschedule mode: no worker slot held) until every raw table's
 partition of `ds` has its `_SUCCESS` marker, looking every `raw_poke_interval_seconds`; after

@@ -12,7 +12,12 @@ wait for the raw data of `ds` to land (as in `jobrec_daily`: `raw_poke_interval_
 `window_days` days ending at `ds` that have none yet) → choose the L2 by holdout AUC and fit the full GLMix (fixed effect and both random
 effects) on the window, holding out an impression-hash split → gate against the currently promoted full
 model on the same holdout → promote it (`models/current.json`), so the next daily runs warm-start from it →
-write `reports/ds=<ds>/full_retrain.json`.
+write `reports/ds=<ds>/full_retrain.json` and the day's report page.
+
+**Run report pages**: [all days](http://127.0.0.1:8000/reports/) (holdout AUC of the full retrains and the
+daily models, rows, task times, published versions) and each day's page (`/reports/ds=<ds>/`), served by
+`jobrec serve` (the link assumes its default address, 127.0.0.1:8000), and on disk as
+`$JOBREC_HOME/reports/index.html`.
 
 Each task is one call into `pipeline`; the model is written atomically to `models/full/full-<ds>/`, so
 rerunning the same `ds` replaces that version only. A failed gate fails the run without retries and the
