@@ -21,14 +21,19 @@ Two ways to use it, both one line at the call site::
             ...
             p.update(len(block))
 
+    with progress(len(lists), "publish", unit="members", logger=log) as p:
+        publish_lists(..., on_batch=p.advance_to)      # a callback with a running total
+
 ``total`` may be ``None`` (unknown): the lines then carry the count and the rate, without a share or ETA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +54,14 @@ def on_terminal(stream: IO[str] | None = None) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal behind ``stream`` (0 when it has none or reports none)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
 
 
 def format_duration(seconds: float) -> str:
@@ -110,10 +123,11 @@ class Progress:
         if bar:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(
-                total=total, desc=what, unit=f" {unit}", unit_scale=False, file=stream or sys.stderr,
-                dynamic_ncols=True, mininterval=0.5,
-            )
+            stream = stream or sys.stderr
+            # Follow the terminal's size; one that reports none (a bare pty) gets 100 × 24, since
+            # tqdm would draw nothing at width 0.
+            width = {"dynamic_ncols": True} if _columns(stream) > 0 else {"ncols": 100, "nrows": 24}
+            self._bar = tqdm(total=total, desc=what, unit=f" {unit}", file=stream, mininterval=0.5, **width)
         else:
             total_text = f"/{_count(total)}" if total is not None else ""
             self._logger.info("%s: 0%s %s", what, total_text, unit)
@@ -142,6 +156,12 @@ class Progress:
                 self._logger.info("%s", self.line(now))
             self._last_line = now
             self._next_mark = self._mark_after(self.done)
+
+    def advance_to(self, done: float) -> None:
+        """Set the count of work done to ``done`` (for callbacks that report a running total, such as
+        ``serving_store.publisher.publish_lists``'s ``on_batch``); never moves back."""
+        if done > self.done:
+            self.update(done - self.done)
 
     def line(self, now: float | None = None) -> str:
         """The progress line: done/total, share, rate and ETA (what the log shows)."""

@@ -136,6 +136,19 @@ def test_track_takes_the_total_from_len():
     assert handle_lines[0] == "days: 0/4 days"
 
 
+def test_advance_to_takes_a_running_total_and_never_moves_back(caplog):
+    caplog.set_level(logging.INFO, logger="test.progress")
+    clock, logger = FakeClock(), logging.getLogger("test.progress")
+    with progress(100, "publish", unit="members", logger=logger, terminal=False, clock=clock) as p:
+        for total in (30, 60, 50, 100):
+            clock.now += 1
+            p.advance_to(total)
+        assert p.done == 100
+    lines = _lines(caplog)
+    assert lines[1] == "publish: 30/100 members (30.0%), 30 members/s, ETA 2s"
+    assert lines[-1] == "publish: done 100/100 members in 4s, 25 members/s"
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59.4, "59s"), (185, "3m05s"), (7620, "2h07m"),
                                                (float("inf"), "?")])
 def test_format_duration(seconds, text):
