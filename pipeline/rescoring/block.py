@@ -1,0 +1,318 @@
+"""Scoring one block of members: filters, fallback pool, the GLMix score by one product plus gathers, top N.
+
+The same function runs in the local engine's worker processes and in the Spark engine's ``mapInArrow``
+partitions, so both engines write the same recommendations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from pipeline.features.pairs import PairRows, ProfileBlock, field_cosine
+from pipeline.features.vocab import FIELDS
+from pipeline.rescoring.layout import IdIndex, Rescorer, unit_nonnegative
+
+DEFAULT_MAX_PER_COMPANY = 10
+RECOMMENDATION_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.int64()),
+        pa.field("rank", pa.int32()),
+        pa.field("job_id", pa.int64()),
+        pa.field("score", pa.float64()),
+        pa.field("model_version", pa.string()),
+    ]
+)
+PROFILE_COLUMNS = ["member_id", *FIELDS]
+
+
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (``np.unique`` without its slow hash path on large int arrays)."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
+
+
+def contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in the ascending ``sorted_values`` (binary search)."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[pos] == values
+
+
+def rank_in_groups(sorted_keys: np.ndarray) -> np.ndarray:
+    """0-based position of each element inside its run of equal keys (``sorted_keys`` grouped)."""
+    n = len(sorted_keys)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+
+
+def select_top(
+    member_rows: np.ndarray,
+    job_rows: np.ndarray,
+    scores: np.ndarray,
+    company: np.ndarray,
+    top_n: int,
+    max_per_company: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Company cap then top N per member: (member_rows, job_rows, scores, 1-based ranks), sorted by rank.
+
+    ``company`` holds a dense company code per job row. Equal scores keep the input order, so feeding
+    pairs in (member, job_id) order breaks ties on job_id. Two stable sorts (score, then member) instead of
+    one multi-key lexsort: several times faster on large blocks.
+    """
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.argsort(member_rows[order], kind="stable")]
+    member_rows, job_rows, scores = member_rows[order], job_rows[order], scores[order]
+    if max_per_company is not None and len(order):
+        # Stable sort on (member, company) keeps score order inside each group: rank = offset in group.
+        key = member_rows.astype(np.int64) * (int(company.max()) + 1) + company[job_rows]
+        by_group = np.argsort(key, kind="stable")
+        keep = np.empty(len(order), dtype=bool)
+        keep[by_group] = rank_in_groups(key[by_group]) < max_per_company
+        member_rows, job_rows, scores = member_rows[keep], job_rows[keep], scores[keep]
+    rank = rank_in_groups(member_rows)
+    keep = rank < top_n
+    return member_rows[keep], job_rows[keep], scores[keep], rank[keep] + 1
+
+
+@dataclass(frozen=True)
+class MemberBlock:
+    """The inputs of one block of members.
+
+    Attributes:
+        member_ids: ascending distinct member IDs of the block (profile members and candidate members).
+        profiles: ``member_id`` and the six profile columns, one row per entry of ``member_ids`` (empty
+            profiles for members that have none).
+        candidate_members, candidate_jobs: the block's first-stage candidate pairs (any order, repeats
+            allowed).
+        applied_members, applied_jobs: pairs to drop (jobs the members applied to lately).
+    """
+
+    member_ids: np.ndarray
+    profiles: pa.Table
+    candidate_members: np.ndarray
+    candidate_jobs: np.ndarray
+    applied_members: np.ndarray
+    applied_jobs: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        profiles: pa.Table,
+        candidate_members: np.ndarray,
+        candidate_jobs: np.ndarray,
+        applied_members: np.ndarray | None = None,
+        applied_jobs: np.ndarray | None = None,
+    ) -> MemberBlock:
+        """A block from its members' profile rows (any order; at most one row per member) and candidates.
+
+        Members that have candidates but no profile row get an empty profile (they still get scored).
+        """
+        profiles = profiles.select(PROFILE_COLUMNS)
+        candidate_members = np.asarray(candidate_members, dtype=np.int64)
+        known = profiles["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+        distinct = sorted_distinct(candidate_members)
+        extra = distinct[~contains(np.sort(known), distinct)]
+        if len(extra):
+            empty = pa.table({"member_id": pa.array(extra, pa.int64()),
+                              **{f: pa.nulls(len(extra), profiles.schema.field(f).type) for f in FIELDS}})
+            profiles = pa.concat_tables([profiles, empty.cast(profiles.schema)])
+        ids = profiles["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            order = np.argsort(ids, kind="stable")
+            profiles, ids = profiles.take(pa.array(order)), ids[order]
+        none = np.zeros(0, np.int64)
+        return cls(
+            ids, profiles, candidate_members, np.asarray(candidate_jobs, dtype=np.int64),
+            none if applied_members is None else np.asarray(applied_members, dtype=np.int64),
+            none if applied_jobs is None else np.asarray(applied_jobs, dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """A block's recommendations (rows of :data:`RECOMMENDATION_SCHEMA`) and counts for the run report."""
+
+    recommendations: pa.RecordBatch
+    members: int
+    members_on_fallback: int
+    members_with_coefficients: int
+    pairs_scored: int
+
+
+def block_pairs(rescorer: Rescorer, block: MemberBlock) -> tuple[np.ndarray, int]:
+    """(members × active jobs boolean mask of the pairs to score, how many members got the fallback pool).
+
+    Candidate pairs survive when the job is known and active and the member did not apply to it; members
+    left with nothing get the fallback pool (minus jobs they applied to). Repeated pairs count once; the
+    mask's row-major order is (member, job_id) order.
+    """
+    jobs = rescorer.jobs
+    members = IdIndex.of(block.member_ids)
+    mark = np.zeros((len(block.member_ids), jobs.n_active), dtype=bool)
+    m_rows, cols = members.positions(block.candidate_members), jobs.columns_of(block.candidate_jobs)
+    ok = (m_rows >= 0) & (cols >= 0)
+    mark[m_rows[ok], cols[ok]] = True
+    am, ac = members.positions(block.applied_members), jobs.columns_of(block.applied_jobs)
+    applied = (am >= 0) & (ac >= 0)
+    am, ac = am[applied], ac[applied]
+    mark[am, ac] = False
+    without = np.flatnonzero(~mark.any(axis=1))
+    pool = rescorer.fallback
+    if len(without) and len(pool):
+        mark[np.ix_(without, pool)] = True
+        mark[am, ac] = False
+    return mark, int(len(without))
+
+
+def pair_scores(
+    rescorer: Rescorer,
+    members: ProfileBlock,
+    alpha: sp.csr_matrix,
+    alpha0: np.ndarray,
+    flat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(member row, active job column, GLMix linear predictor) of the pairs at the flat positions ``flat``
+    (ascending) of the block's members × active jobs grid (see :mod:`pipeline.rescoring.layout`).
+
+    ``alpha``/``alpha0``: the members' random-effect rows and intercepts.
+    """
+    jobs, fixed = rescorer.jobs, rescorer.fixed
+    n_cols = jobs.n_active
+    m_rows = flat // n_cols
+    cols = flat - m_rows * n_cols
+    counts = np.bincount(m_rows, minlength=members.num_rows)
+    exact = set(jobs.exact_fields) | {f for f in FIELDS if not unit_nonnegative(members.fields[f])}
+    profile = members.combined()
+    weighted = (profile @ sp.diags(rescorer.column_weights(exact))).tocsr() + alpha
+    vectors = sp.hstack([weighted, profile], format="csr")
+    score = jobs.scores(vectors).ravel()[flat]
+    # Member terms are repeated over the member's pairs (pairs come grouped by member).
+    member_constant = fixed.intercept + alpha0 + fixed.constants(members.codes, fixed.member_main)
+    score += np.repeat(member_constant, counts)
+    score += jobs.constant[cols]
+    m_region = np.repeat(members.codes["region"], counts)
+    score += fixed.region_match * ((m_region >= 0) & (m_region == jobs.codes["region"][cols]))
+    for f, table in fixed.cross_table.items():
+        width = table.shape[1]
+        member_slot = np.repeat(fixed.cross_slot[f][members.codes[f]] * width, counts)
+        score += table.ravel()[member_slot + jobs.cross_slot[f][cols]]
+    if exact:
+        pairs = PairRows.of(m_rows, cols)
+        for fid, f in enumerate(FIELDS):
+            if f in exact:
+                cosine = field_cosine(members, jobs.profiles, pairs, f)
+                score += fixed.cosine[fid] * np.clip(cosine, 0.0, 1.0)
+    return m_rows, cols, score
+
+
+def _ranked(padded: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``padded`` (scores, -inf = no entry), the slots of its ``width`` best entries by score
+    descending then slot ascending, exact under ties: (rows × ≤width slot array, valid mask)."""
+    n, w = padded.shape
+    if width < w:
+        threshold = np.partition(padded, w - width, axis=1)[:, w - width]
+        keep = (padded >= threshold[:, None]) & (padded > -np.inf)
+        rows, slots = np.nonzero(keep)  # slots ascending within a row
+        counts = np.bincount(rows, minlength=n)
+        k = int(counts.max()) if len(rows) else 0
+        place = np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows]
+        compact = np.full((n, k), -np.inf)
+        compact[rows, place] = padded[rows, slots]
+        compact_slots = np.zeros((n, k), dtype=np.int64)
+        compact_slots[rows, place] = slots
+        order = np.argsort(-compact, axis=1, kind="stable")[:, :width]
+        chosen = np.take_along_axis(compact_slots, order, 1)
+        valid = np.take_along_axis(compact, order, 1) > -np.inf
+        return chosen, valid
+    order = np.argsort(-padded, axis=1, kind="stable")[:, :width]
+    return order, np.take_along_axis(padded, order, 1) > -np.inf
+
+
+def top_per_member(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    scores: np.ndarray,
+    n_rows: int,
+    company: np.ndarray,
+    top_n: int,
+    max_per_company: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Same result as :func:`select_top` for pairs given in (row, column) order (``rows`` ascending,
+    ``cols`` ascending within a row; ``company`` per column), without sorting every pair.
+
+    Each row's pairs go into one padded row; only a prefix of each row's best pairs (found by a partition,
+    ties included) is sorted: ``top_n`` without a company cap, ``2·top_n`` with one, and rows whose prefix
+    leaves fewer than ``top_n`` pairs after the cap are redone over all their pairs.
+    """
+    if len(rows) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0), empty
+    counts = np.bincount(rows, minlength=n_rows)
+    width = int(counts.max())
+    slot = np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows]
+    padded = np.full((n_rows, width), -np.inf)
+    padded[rows, slot] = scores
+    padded_cols = np.zeros((n_rows, width), dtype=np.int64)
+    padded_cols[rows, slot] = cols
+    prefix = top_n if max_per_company is None else 2 * top_n
+    out = _top_of_rows(padded, padded_cols, company, top_n, max_per_company, min(prefix, width))
+    if max_per_company is not None and prefix < width:
+        short = np.flatnonzero((np.bincount(out[0], minlength=n_rows) < top_n) & (counts > prefix))
+        if len(short):
+            again = _top_of_rows(padded[short], padded_cols[short], company, top_n, max_per_company, width)
+            keep = ~np.isin(out[0], short)
+            merged = [np.concatenate([a[keep], b]) for a, b in zip(out, (short[again[0]], *again[1:]), strict=True)]
+            order = np.argsort(merged[0], kind="stable")
+            out = tuple(a[order] for a in merged)
+    return out
+
+
+def _top_of_rows(padded, padded_cols, company, top_n, max_per_company, prefix):
+    slots, valid = _ranked(padded, prefix)
+    rows = np.broadcast_to(np.arange(len(padded))[:, None], slots.shape)[valid]
+    chosen = np.take_along_axis(padded_cols, slots, 1)[valid]
+    values = np.take_along_axis(padded, slots, 1)[valid]
+    if max_per_company is not None and len(rows):
+        key = rows.astype(np.int64) * (int(company.max()) + 1) + company[chosen]
+        by_group = np.argsort(key, kind="stable")
+        keep = np.empty(len(rows), dtype=bool)
+        keep[by_group] = rank_in_groups(key[by_group]) < max_per_company
+        rows, chosen, values = rows[keep], chosen[keep], values[keep]
+    rank = rank_in_groups(rows)
+    keep = rank < top_n
+    return rows[keep], chosen[keep], values[keep], rank[keep] + 1
+
+
+def score_member_block(
+    rescorer: Rescorer, block: MemberBlock, top_n: int, max_per_company: int | None
+) -> BlockResult:
+    """Score one block's pairs (:func:`block_pairs`) and keep each member's top N (the company cap first)."""
+    members = ProfileBlock.from_table(block.profiles, rescorer.space.vocab)
+    alpha, alpha0, found = rescorer.members.rows(block.member_ids)
+    mark, on_fallback = block_pairs(rescorer, block)
+    flat = np.flatnonzero(mark)
+    del mark
+    m_rows, cols, scores = pair_scores(rescorer, members, alpha, alpha0, flat)
+    rm, rc, rs, rank = top_per_member(
+        m_rows, cols, scores, len(block.member_ids), rescorer.jobs.company, top_n, max_per_company
+    )
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(block.member_ids[rm], pa.int64()),
+            pa.array(rank, pa.int32()),
+            pa.array(rescorer.jobs.job_ids[rescorer.jobs.rows[rc]], pa.int64()),
+            pa.array(rs, pa.float64()),
+            pa.repeat(pa.scalar(rescorer.version, pa.string()), len(rm)),
+        ],
+        schema=RECOMMENDATION_SCHEMA,
+    )
+    return BlockResult(batch, len(block.member_ids), on_fallback, int(found.sum()), int(len(m_rows)))

@@ -1,0 +1,154 @@
+"""Re-scoring on Spark: members partitioned, the laid-out model and job side broadcast, Arrow batches per block.
+
+The member table (profiles, first-stage candidates and recent applies as list columns, one row per member)
+is cut into the same member blocks as the local engine (block ``b`` = member IDs in
+``[bounds[b-1], bounds[b])``), range-partitioned by block and sorted by (block, member_id); each partition's
+Arrow batches are regrouped into whole blocks and scored with
+:func:`pipeline.rescoring.block.score_member_block`. The blocks, and so every floating-point operation, are
+those of the local engine: the recommendations are identical, and the output part files, read in name order,
+are in (member_id, rank) order like the local engine's one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.rescoring.block import (
+    PROFILE_COLUMNS,
+    RECOMMENDATION_SCHEMA,
+    BlockResult,
+    MemberBlock,
+    score_member_block,
+)
+from pipeline.rescoring.layout import Rescorer
+
+BLOCK = "_block"
+COUNTS = ("members", "members_on_fallback", "members_with_coefficients", "pairs_scored")
+
+
+def _flat(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(member_id, value) of every element of the list column ``column``."""
+    lists = table[column].combine_chunks()
+    if isinstance(lists, pa.ChunkedArray):  # an empty table
+        lists = pa.array([], lists.type)
+    members = table["member_id"].to_numpy().astype(np.int64)
+    parents = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    values = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    return members[parents], values
+
+
+def block_of_rows(table: pa.Table) -> MemberBlock:
+    """A :class:`MemberBlock` from member rows with profile columns and the list columns
+    ``candidate_job_ids`` and ``applied_job_ids``."""
+    cand_m, cand_j = _flat(table, "candidate_job_ids")
+    app_m, app_j = _flat(table, "applied_job_ids")
+    return MemberBlock.of(table.select(PROFILE_COLUMNS), cand_m, cand_j, app_m, app_j)
+
+
+def score_partition(
+    batches: Iterator[pa.RecordBatch],
+    rescorer: Rescorer,
+    top_n: int,
+    max_per_company: int | None,
+    on_block: Callable[[BlockResult], None] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The ``mapInArrow`` function: batches sorted by (block, member_id) in, recommendations out.
+
+    Rows of one block may arrive over several batches; a block is scored once its last row has been seen.
+    ``on_block`` is called with each block's result (the counts of the run report).
+    """
+    pending: list[pa.Table] = []
+    current = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        table = pa.Table.from_batches([batch])
+        blocks = table[BLOCK].to_numpy()
+        starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+        for start, stop in zip(starts, [*starts[1:], len(blocks)], strict=True):
+            if current is not None and blocks[start] != current:
+                yield from _score(pending, rescorer, top_n, max_per_company, on_block)
+                pending = []
+            current = blocks[start]
+            pending.append(table.slice(start, stop - start))
+    if pending:
+        yield from _score(pending, rescorer, top_n, max_per_company, on_block)
+
+
+def _score(parts: list[pa.Table], rescorer: Rescorer, top_n: int, cap: int | None,
+           on_block: Callable[[BlockResult], None] | None) -> Iterator[pa.RecordBatch]:
+    result = score_member_block(rescorer, block_of_rows(pa.concat_tables(parts)), top_n, cap)
+    if on_block is not None:
+        on_block(result)
+    if result.recommendations.num_rows:
+        yield result.recommendations
+
+
+def rescore_frame(
+    spark,
+    rescorer: Rescorer,
+    profiles_path: str,
+    candidates_path: str,
+    applied: pa.Table,
+    bounds: np.ndarray,
+    top_n: int,
+    max_per_company: int | None,
+    *,
+    partitions: int | None = None,
+):
+    """(DataFrame of :data:`RECOMMENDATION_SCHEMA` with partitions in member order, counters).
+
+    ``applied``: (member_id, job_id) pairs to drop; ``bounds``: the member blocks' boundaries (ascending
+    member IDs, as for the local engine). ``counters``: a Spark accumulator per name of :data:`COUNTS`,
+    summed over the blocks once an action has run the frame (a retried task would count its blocks twice).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    profiles = spark.read.parquet(profiles_path).select(*PROFILE_COLUMNS)
+    candidates = (
+        spark.read.parquet(candidates_path).select("member_id", "job_id")
+        .groupBy("member_id").agg(F.collect_list("job_id").alias("candidate_job_ids"))
+    )
+    members = profiles.join(candidates, "member_id", "full_outer")
+    if applied.num_rows:
+        applied_lists = (
+            spark.createDataFrame(applied.select(["member_id", "job_id"]).cast(
+                pa.schema([("member_id", pa.int64()), ("job_id", pa.int64())])))
+            .groupBy("member_id").agg(F.collect_list("job_id").alias("applied_job_ids"))
+        )
+        members = members.join(applied_lists, "member_id", "left")
+    else:
+        members = members.withColumn("applied_job_ids", F.lit(None).cast("array<bigint>"))
+    members = members.select(*PROFILE_COLUMNS, "candidate_job_ids", "applied_job_ids")
+
+    shared_bounds = spark.sparkContext.broadcast(np.asarray(bounds, dtype=np.int64))
+
+    def add_block(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            ids = batch.column(batch.schema.get_field_index("member_id")).to_numpy(zero_copy_only=False)
+            block = np.searchsorted(shared_bounds.value, ids.astype(np.int64), side="right")
+            yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(block, pa.int64())],
+                                             names=[*batch.schema.names, BLOCK])
+
+    blocked_schema = members.schema.add(BLOCK, "bigint", nullable=False)
+    blocked = members.mapInArrow(add_block, blocked_schema)
+    n = partitions or spark.sparkContext.defaultParallelism
+    blocked = blocked.repartitionByRange(n, BLOCK).sortWithinPartitions(BLOCK, "member_id")
+
+    shared = spark.sparkContext.broadcast(rescorer)
+    counters = {name: spark.sparkContext.accumulator(0) for name in COUNTS}
+
+    def count(result: BlockResult) -> None:
+        for name, counter in counters.items():
+            counter.add(int(getattr(result, name)))
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return score_partition(batches, shared.value, top_n, max_per_company, count)
+
+    return blocked.mapInArrow(score, from_arrow_schema(RECOMMENDATION_SCHEMA)), counters
+
