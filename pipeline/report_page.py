@@ -547,6 +547,15 @@ def _full_section(full: dict) -> str:
 
 
 _VERSION = re.compile(r"^\d{8}-(\d+)-")
+MAX_DAY_LABELS = 16
+
+
+def _day_ticks(ax, order: list[str]) -> None:
+    """Label the x axis (one position per day of ``order``) with at most :data:`MAX_DAY_LABELS` dates."""
+    step = -(-len(order) // MAX_DAY_LABELS) if order else 1
+    ticks = list(range(0, len(order), step))
+    slanted = len(ticks) > 6
+    ax.set_xticks(ticks, [order[i] for i in ticks], rotation=30 if slanted else 0, ha="right" if slanted else "center")
 
 
 def _draw_auc_days(days: dict[str, dict[str, dict]]) -> Callable | None:
@@ -576,7 +585,7 @@ def _draw_auc_days(days: dict[str, dict[str, dict]]) -> Callable | None:
                         label="gate threshold (parent − margin)")
         if full:
             ax.plot([x[d] for d in full], list(full.values()), "D", color=PURPLE, label="full retrain")
-        ax.set_xticks(range(len(order)), order, rotation=30 if len(order) > 6 else 0, ha="right" if len(order) > 6 else "center")
+        _day_ticks(ax, order)
         ax.set_ylabel("holdout AUC")
         ax.legend(fontsize=8, frameon=False, loc="best")
 
@@ -609,8 +618,7 @@ def _draw_rows_days(days: dict[str, dict[str, dict]]) -> Callable | None:
             bottom.bar_label(bars, fmt="{:,.0f}", fontsize=8)
             bottom.set_ylim(0, max(max(ys), 1) * 1.4)
         bottom.set_ylabel("quarantined")
-        bottom.set_xticks(range(len(order)), order, rotation=30 if len(order) > 6 else 0,
-                          ha="right" if len(order) > 6 else "center")
+        _day_ticks(bottom, order)
 
     return draw
 
@@ -638,8 +646,7 @@ def _draw_times_days(days: dict[str, dict[str, dict]]) -> Callable | None:
         if full_total.any():
             ax.bar(range(len(order)), full_total, bottom=bottom, color="white", edgecolor=PURPLE, hatch="//",
                    label="full retrain (all tasks)", width=0.6)
-        ax.set_xticks(range(len(order)), order, rotation=30 if len(order) > 6 else 0,
-                      ha="right" if len(order) > 6 else "center")
+        _day_ticks(ax, order)
         ax.set_ylabel("seconds")
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
@@ -666,12 +673,12 @@ def _draw_versions_days(days: dict[str, dict[str, dict]]) -> Callable | None:
             y = seq if seq is not None else n + 1
             ax.plot([i], [y], "o", color=GREEN if moved else "white", markeredgecolor=GREEN if moved else ORANGE,
                     markersize=8, markeredgewidth=2)
-            ax.annotate(version, (i, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+            if len(points) <= 20 or n == len(points) - 1:  # many days: name the newest version only
+                ax.annotate(version, (i, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
         ax.plot([], [], "o", color=GREEN, label="served (pointer moved)")
         ax.plot([], [], "o", color="white", markeredgecolor=ORANGE, markeredgewidth=2,
                 label="published for inspection only (older day)")
-        ax.set_xticks(range(len(order)), order, rotation=30 if len(order) > 6 else 0,
-                      ha="right" if len(order) > 6 else "center")
+        _day_ticks(ax, order)
         ax.set_xlim(-0.5, len(order) - 0.2)
         ax.set_ylabel("version sequence number")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))

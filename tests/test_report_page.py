@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.report import summarize_recommendations, write_run_report
-from pipeline.report_page import DAY_FIGURES, FULL_FIGURES, INDEX_FIGURES, render_day_page
+from pipeline.report_page import DAY_FIGURES, FULL_FIGURES, INDEX_FIGURES, render_day_page, render_index_page
 from pipeline.retrieval_tasks import candidates_per_member
 from pipeline.storage import write_partition
 
@@ -163,6 +163,24 @@ def test_a_run_with_little_recorded_still_renders_with_not_recorded_notes(tmp_pa
     assert "page_error" not in result and page.count("not recorded for this run") >= 5
     assert '<figure id="fig-task-times"' in page
     assert "<svg" in Path(result["index_page"]).read_text() or "No run reports" not in page
+
+
+def test_the_page_across_many_days_labels_at_most_sixteen_dates_per_plot():
+    import datetime as dt
+
+    days = {}
+    for day in range(90):
+        ds = (dt.date(2024, 1, 1) + dt.timedelta(days=day)).isoformat()
+        results = daily_results(ds, day % 3)
+        tasks = dict(results)
+        days[ds] = {"run": {"ds": ds, "tasks": tasks, "task_order": list(tasks),
+                            "timings_seconds": {t: r["seconds"] for t, r in tasks.items()}}}
+    page = render_index_page(days)
+    for figure in INDEX_FIGURES:
+        section = page.split(f'<figure id="fig-{figure}"', 1)[1].split("</figure>", 1)[0]
+        labels = re.findall(r">(2024-\d\d-\d\d)<", section)
+        assert 2 <= len(labels) <= 16, (figure, labels)
+    assert page.count('href="ds=2024-') == 90
 
 
 def test_day_page_without_any_report_says_so():
