@@ -5,7 +5,8 @@ the embedded Redis, like ``make demo`` but smaller): a marketplace of ``--member
 jobs over ``--days`` days under ``--work`` (a fresh folder), the full retrain on day 1 and the daily DAG on
 each following day; the run_report task of each run writes the pages. With ``--home DIR`` it only
 re-renders the pages of an existing ``JOBREC_HOME`` (e.g. ``./data`` after ``make demo``) and takes the
-screenshots.
+screenshots. ``--work DIR`` keeps the synthetic run (its embedded Redis keeps running: ``make clean
+JOBREC_HOME=DIR`` stops it); the default temporary folder is removed, its Redis stopped.
 
     .venv/bin/python bench/report_screenshots.py                      # ~5 min on 2 cores
     .venv/bin/python bench/report_screenshots.py --home data          # pages of an existing run
@@ -120,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {error}")
         return 1 if failures else 0
     finally:
-        if scratch is not None:
+        if scratch is not None:  # the run's embedded Redis lives in the scratch folder: stop it first
+            from serving_store.connection import stop_embedded
+
+            stop_embedded(Path(scratch) / "redis", save=False)
             shutil.rmtree(scratch, ignore_errors=True)
 
 
