@@ -14,6 +14,13 @@ version. The OpenAPI document (``/openapi.json``) types ``member_id`` as an inte
 The Redis client is built in the lifespan handler and injected with ``Depends``. Run it with
 ``jobrec serve`` (binds 127.0.0.1 by default), which builds the app from the pipeline's settings: this package
 imports nothing from ``pipeline`` (tests/test_import_layering.py).
+
+Lookups take a fast path (:class:`FastLookups`, a pure ASGI layer in front of FastAPI's routing): a
+well-formed ``GET /v1/members/{id}/recommendations`` (an ID that parses, no query or just ``limit`` in
+range, the exact bearer header when a token is set) is answered without FastAPI's per-request dependency
+solving and response-model validation, its JSON rendered once with orjson. Every other request (anything
+malformed, unauthorised, other endpoints) goes through FastAPI as before, and a failed lookup maps to the
+same 503 bodies through :func:`store_error_detail`, so the answers are the same either way.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 import redis
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -42,7 +51,14 @@ from serving_store.connection import (
     resolve_url,
 )
 from serving_store.keys import Keys
-from serving_store.lookup import INT64_MAX, AsyncLookup, InvalidMemberId, NothingPublished, parse_member_id
+from serving_store.lookup import (
+    INT64_MAX,
+    AsyncLookup,
+    InvalidMemberId,
+    NothingPublished,
+    Recommendations,
+    parse_member_id,
+)
 from serving_store.report_files import add_report_routes, reports_folder
 
 log = logging.getLogger(__name__)
@@ -104,8 +120,9 @@ class StoreTimeout(RuntimeError):
     """Redis did not answer within the request's budget."""
 
 
-def get_lookup(request: Request) -> AsyncLookup:
-    """Dependency: the app's :class:`AsyncLookup`, built in the lifespan handler."""
+async def get_lookup(request: Request) -> AsyncLookup:
+    """Dependency: the app's :class:`AsyncLookup`, built in the lifespan handler (``async``: a plain ``def``
+    dependency would be run in a worker thread on every request)."""
     return request.app.state.lookup
 
 
@@ -139,6 +156,102 @@ def _bearer_check(token: str):
 
 class _Unauthorized(Exception):
     pass
+
+
+def store_error_detail(exc: BaseException) -> str | None:
+    """The 503 ``detail`` for a failed lookup or health check, or ``None`` when ``exc`` is not a serving-store
+    failure (then it is a bug: a 500). The one mapping behind the exception handlers and the fast path."""
+    if isinstance(exc, NothingPublished | StoreTimeout | ServingStoreUnavailable):
+        return str(exc)
+    if isinstance(exc, CodecError):
+        return f"stored list is unreadable: {exc}"
+    if isinstance(exc, redis.RedisError):
+        if is_auth_error(exc):
+            return f"serving store unavailable: Redis refused the credentials ({exc}); check REDIS_URL"
+        return f"serving store unavailable: {exc}"
+    return None
+
+
+def recommendations_json(recs: Recommendations) -> bytes:
+    """The 200 body of a lookup (:class:`RecommendationsBody`), rendered by orjson: the same JSON document
+    FastAPI renders from ``recs.as_dict()`` through the response model, without the per-request validation."""
+    return orjson.dumps(recs.as_dict())
+
+
+_MEMBER_PATH = re.compile(r"/v1/members/([^/]+)/recommendations")
+_LIMIT_QUERY = re.compile(rb"limit=([0-9]{1,4})")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class FastLookups:
+    """Pure ASGI layer answering well-formed lookups itself; everything else goes to ``app`` (FastAPI).
+
+    Taken here: ``GET /v1/members/{member_id}/recommendations`` without a ``root_path``, whose ``member_id``
+    :func:`parse_member_id` accepts, whose query string is empty or exactly ``limit=N`` with
+    1 <= N <= ``MAX_LIMIT``, and, when ``api_token`` is set, whose first ``Authorization`` header is exactly
+    ``Bearer <api_token>``. Such a request gets what the FastAPI route would answer: 200 with the list, or
+    503 with :func:`store_error_detail` (other exceptions propagate: a 500, as in FastAPI). Anything else (a
+    bad ID or limit, a missing or differently spelled token, HEAD, other paths) is passed on unchanged, so
+    FastAPI's answers (400, 401, 422, ...) stay the only ones.
+    """
+
+    def __init__(
+        self, app: Any, *, default_limit: int, redis_timeout: float, api_token: str | None = None
+    ) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.redis_timeout = redis_timeout
+        self.bearer = f"Bearer {api_token}".encode() if api_token else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        request = self._parse(scope) if scope["type"] == "http" else None
+        if request is None:
+            await self.app(scope, receive, send)
+            return
+        member, limit = request
+        try:
+            recs = await within(self.redis_timeout, scope["app"].state.lookup.get(member, limit))
+        except Exception as exc:
+            detail = store_error_detail(exc)
+            if detail is None:
+                raise
+            status, body = 503, orjson.dumps({"detail": detail})
+        else:
+            status, body = 200, recommendations_json(recs)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _parse(self, scope: dict) -> tuple[int, int] | None:
+        """(member ID, limit) of a request this layer answers, else ``None``."""
+        if scope["method"] != "GET" or scope.get("root_path"):
+            return None
+        match = _MEMBER_PATH.fullmatch(scope["path"])
+        if match is None:
+            return None
+        query = scope.get("query_string", b"")
+        if query:
+            limit_match = _LIMIT_QUERY.fullmatch(query)
+            if limit_match is None:
+                return None
+            limit = int(limit_match.group(1))
+            if not 1 <= limit <= MAX_LIMIT:
+                return None
+        else:
+            limit = self.default_limit
+        if self.bearer is not None:
+            given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+            if not secrets.compare_digest(given, self.bearer):
+                return None
+        try:
+            return parse_member_id(match.group(1)), limit
+        except InvalidMemberId:
+            return None
 
 
 def create_app(
@@ -183,6 +296,9 @@ def create_app(
 
     guard = [Depends(_bearer_check(api_token))] if api_token else []
     app = FastAPI(title="jobrec recommendations", lifespan=lifespan)
+    app.add_middleware(
+        FastLookups, default_limit=default_limit, redis_timeout=redis_timeout, api_token=api_token
+    )
     _add_error_handlers(app)
     responses = {**ERRORS, **(UNAUTHORIZED if api_token else {})}
 
@@ -246,23 +362,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    @app.exception_handler(redis.RedisError)
-    async def redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
-        if is_auth_error(exc):
-            detail = f"serving store unavailable: Redis refused the credentials ({exc}); check REDIS_URL"
-        else:
-            detail = f"serving store unavailable: {exc}"
-        return JSONResponse(status_code=503, content={"detail": detail})
+    async def store_failed(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": store_error_detail(exc) or str(exc)})
 
-    @app.exception_handler(StoreTimeout)
-    async def store_hung(request: Request, exc: StoreTimeout) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
-
-    @app.exception_handler(CodecError)
-    async def unreadable(request: Request, exc: CodecError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": f"stored list is unreadable: {exc}"})
-
-    @app.exception_handler(ServingStoreUnavailable)
-    async def store_down(request: Request, exc: ServingStoreUnavailable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
-
+    for failure in (redis.RedisError, StoreTimeout, CodecError, ServingStoreUnavailable):
+        app.add_exception_handler(failure, store_failed)

@@ -118,12 +118,11 @@ def _recommendations(member: int, limit: int | None, reply, version: str | None)
             f"version {served} is not complete (status {status or 'missing'}): its lists are not served; "
             "publish again (`jobrec publish --ds YYYY-MM-DD`) or roll back (`jobrec rollback`)"
         )
-    job_ids, scores = codec.decode(value) if value else ([], [])
-    n = len(job_ids) if limit is None else min(limit, len(job_ids))
+    job_ids, scores = codec.decode_lists(value, limit) if value else ([], [])
     return Recommendations(
         member_id=member,
-        job_ids=[int(j) for j in job_ids[:n]],
-        scores=[float(s) for s in scores[:n]],
+        job_ids=job_ids,
+        scores=scores,
         version=served,
         ds=ds,
         model_version=model_version,
