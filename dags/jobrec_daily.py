@@ -44,7 +44,7 @@ Bad input (a failed validation, bad params, a missing parent) and a failed gate 
 without retries; other errors (e.g. Redis or Spark hiccups) are retried with exponential backoff.
 
 Trigger-form params: `top_n` and `candidates_k` (defaults from `JOBREC_TOP_N`, `JOBREC_CANDIDATES_K`),
-`skip_publish`, `engine` (local|spark: retrieval and training on Spark), `retrain_mode`
+`skip_publish`, `engine` (local|spark: training, retrieval and re-scoring on Spark), `retrain_mode`
 (incremental|warm_start), `gate_margin` (default from `JOBREC_GATE_MARGIN`), `min_coverage`, `raw_poke_interval_seconds` and
 `raw_wait_timeout_seconds` (defaults from `JOBREC_RAW_POKE_INTERVAL_SECONDS`, `JOBREC_RAW_WAIT_TIMEOUT_SECONDS`).
 """
@@ -94,8 +94,8 @@ with DAG(
         "engine": Param(
             "local",
             enum=["local", "spark"],
-            description="local: this machine's processes; spark: first-stage retrieval (and GLMix training "
-            "where glmix_core has a Spark engine) on the Spark cluster of JOBREC_SPARK_MASTER",
+            description="local: this machine's processes; spark: GLMix training, first-stage retrieval and "
+            "GLMix re-scoring on the Spark cluster of JOBREC_SPARK_MASTER",
         ),
         "retrain_mode": Param(
             "incremental",
@@ -145,7 +145,7 @@ with DAG(
 
     @task
     def rescore(ds=None, params=None) -> dict:
-        return run_step("pipeline.scoring:rescore", ds, params)
+        return run_step("pipeline.scoring:rescore", ds, params, engine=params["engine"])
 
     @task
     def publish(ds=None, params=None) -> dict:

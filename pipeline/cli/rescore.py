@@ -24,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-per-company", type=int, default=None,
         help="at most this many jobs of one company per member (default 10; 0 = no cap)",
     )
+    parser.add_argument(
+        "--engine", choices=["local", "spark"], default="local",
+        help="local: forked worker processes on this machine; spark: member partitions on the Spark cluster of "
+        "JOBREC_SPARK_MASTER (same recommendations)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=None, help="worker processes of the local engine (default: cores, at most 4)"
+    )
     parser.add_argument("--json", action="store_true", help="print the run report as JSON")
     parser.set_defaults(func=run)
 
@@ -34,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(home=args.home)
     cap = DEFAULT_MAX_PER_COMPANY if args.max_per_company is None else (args.max_per_company or None)
-    report = rescore(args.ds, settings, top_n=args.top_n, model_dir=args.model, max_per_company=cap)
+    report = rescore(args.ds, settings, top_n=args.top_n, model_dir=args.model, max_per_company=cap,
+                     engine=args.engine, processes=args.processes)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(
-            f"rescore {report['ds']} with model {report['model_version']}: {report['members']} members "
+            f"rescore {report['ds']} ({report['engine']}) with model {report['model_version']}: "
+            f"{report['members']} members "
             f"({report['members_on_fallback']} on the fallback pool), {report['pairs_scored']} pairs, "
             f"{report['recommendations']} recommendations in {report['seconds']}s"
         )

@@ -108,6 +108,7 @@ def rescore_frame(
     """
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import LongType, StructField, StructType
 
     profiles = spark.read.parquet(profiles_path).select(*PROFILE_COLUMNS)
     candidates = (
@@ -135,7 +136,7 @@ def rescore_frame(
             yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(block, pa.int64())],
                                              names=[*batch.schema.names, BLOCK])
 
-    blocked_schema = members.schema.add(BLOCK, "bigint", nullable=False)
+    blocked_schema = StructType([*members.schema.fields, StructField(BLOCK, LongType(), nullable=False)])
     blocked = members.mapInArrow(add_block, blocked_schema)
     n = partitions or spark.sparkContext.defaultParallelism
     blocked = blocked.repartitionByRange(n, BLOCK).sortWithinPartitions(BLOCK, "member_id")
