@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 
 from pipeline.config import Settings
+from pipeline.progress import progress
 from pipeline.storage import check_ds, read_partition
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,18 @@ def publish(
         settings, retries=DEFAULT_RETRIES if retries is None else retries, client_name="jobrec-publish"
     )
     try:
-        result = publish_lists(
-            client,
-            lists,
-            ds=ds,
-            model_version=model_version,
-            keys=serving_keys(settings),
-            versions_kept=settings.versions_kept,
-            force=force,
-            batch_size=batch_size or DEFAULT_BATCH,
-        )
+        with progress(len(lists), "publish", unit="members", logger=log) as bar:
+            result = publish_lists(
+                client,
+                lists,
+                ds=ds,
+                model_version=model_version,
+                keys=serving_keys(settings),
+                versions_kept=settings.versions_kept,
+                force=force,
+                batch_size=batch_size or DEFAULT_BATCH,
+                on_batch=bar.advance_to,
+            )
     finally:
         client.close()
     report = result.as_dict()

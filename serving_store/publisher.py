@@ -493,9 +493,9 @@ def write_version(
                 "them (the version is left unserved and removed by the next publish)"
             )
         written["members"] += n
-        if on_batch is not None:
+        if on_batch is not None:  # the caller reports progress
             on_batch(written["members"])
-        if written["members"] >= written["next_log"]:
+        elif written["members"] >= written["next_log"]:
             log.info("version %s: %d/%d members written", version, written["members"], len(lists))
             written["next_log"] += max(len(lists) // 10, 1)
 
