@@ -255,6 +255,7 @@ def rescore(
              ds, engine, version, len(profile_ids), len(bounds) + 1, block_members, len(rescorer.jobs.job_ids),
              rescorer.jobs.n_active)
     target = layout.recommendations(ds)
+    setup_seconds = time.time() - started
     with atomic_directory(target) as tmp:
         if engine == "spark":
             from pipeline.rescoring.spark import rescore_frame
@@ -285,6 +286,7 @@ def rescore(
         "recommendations": counts["recommendations"],
         "blocks": int(len(bounds) + 1),
         "block_members": block_members,
+        "setup_seconds": round(setup_seconds, 3),
         "seconds": round(seconds, 3),
         "members_per_second": round(members / seconds, 1) if seconds > 0 else None,
     }

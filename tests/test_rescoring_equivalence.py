@@ -199,3 +199,18 @@ def test_member_vectors_times_job_vectors_are_the_pairs_linear_terms(settings):
     for fid, f in enumerate(("title", "skills", "industry", "function", "seniority", "region")):
         expected += rescorer.fixed.cosine[fid] * (members.fields[f] @ job_block.fields[f].T).toarray()
     np.testing.assert_allclose(product, expected, rtol=0, atol=1e-12)
+
+
+def test_top_per_member_breaks_ties_by_column_whatever_the_order_inside_a_row():
+    rng = np.random.default_rng(9)
+    counts = rng.integers(0, 200, 30)
+    rows = np.repeat(np.arange(30), counts)
+    cols = np.concatenate([rng.choice(400, c, replace=False) for c in counts])  # not sorted inside a row
+    scores = np.round(rng.normal(size=len(rows)), 1)
+    company = rng.integers(0, 5, 400)
+    by_column = np.lexsort((cols, rows))
+    for top_n, cap in ((10, 3), (7, None), (300, 1)):
+        got = top_per_member(rows, cols, scores, 30, company, top_n, cap)
+        expected = select_top(rows[by_column], cols[by_column], scores[by_column], company, top_n, cap)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -148,29 +148,42 @@ class BlockResult:
     pairs_scored: int
 
 
-def block_pairs(rescorer: Rescorer, block: MemberBlock) -> tuple[np.ndarray, int]:
-    """(members × active jobs boolean mask of the pairs to score, how many members got the fallback pool).
+def block_pairs(rescorer: Rescorer, block: MemberBlock) -> tuple[np.ndarray, np.ndarray, int]:
+    """(member row, active job column) of each pair to score, and how many members got the fallback pool.
 
     Candidate pairs survive when the job is known and active and the member did not apply to it; members
-    left with nothing get the fallback pool (minus jobs they applied to). Repeated pairs count once; the
-    mask's row-major order is (member, job_id) order.
+    left with nothing get the fallback pool (minus jobs they applied to). Each pair appears once, pairs are
+    grouped by member row (ascending), in any order inside a member.
     """
     jobs = rescorer.jobs
+    n_members, n_cols = len(block.member_ids), jobs.n_active
     members = IdIndex.of(block.member_ids)
-    mark = np.zeros((len(block.member_ids), jobs.n_active), dtype=bool)
     m_rows, cols = members.positions(block.candidate_members), jobs.columns_of(block.candidate_jobs)
-    ok = (m_rows >= 0) & (cols >= 0)
-    mark[m_rows[ok], cols[ok]] = True
+    keep = (m_rows >= 0) & (cols >= 0)
     am, ac = members.positions(block.applied_members), jobs.columns_of(block.applied_jobs)
     applied = (am >= 0) & (ac >= 0)
-    am, ac = am[applied], ac[applied]
-    mark[am, ac] = False
-    without = np.flatnonzero(~mark.any(axis=1))
+    applied_keys = sorted_distinct(am[applied] * n_cols + ac[applied])
+    if len(applied_keys):
+        keep &= ~contains(applied_keys, m_rows * n_cols + cols)
+    m_rows, cols = m_rows[keep], cols[keep]
+    grouped = len(m_rows) < 2 or bool(np.all(m_rows[1:] >= m_rows[:-1]))
+    if grouped:  # the usual input (candidates in member order): check for repeated pairs without sorting
+        seen = np.zeros((n_members, n_cols), dtype=bool)
+        seen[m_rows, cols] = True
+        grouped = int(np.count_nonzero(seen)) == len(m_rows)
+        del seen
+    if not grouped:
+        keys = sorted_distinct(m_rows * n_cols + cols)
+        m_rows, cols = keys // n_cols, keys % n_cols
+    without = np.flatnonzero(np.bincount(m_rows, minlength=n_members) == 0)
     pool = rescorer.fallback
     if len(without) and len(pool):
-        mark[np.ix_(without, pool)] = True
-        mark[am, ac] = False
-    return mark, int(len(without))
+        fm, fc = np.repeat(without, len(pool)), np.tile(pool, len(without))
+        fallback = ~contains(applied_keys, fm * n_cols + fc)
+        m_rows, cols = np.concatenate([m_rows, fm[fallback]]), np.concatenate([cols, fc[fallback]])
+        order = np.argsort(m_rows, kind="stable")
+        m_rows, cols = m_rows[order], cols[order]
+    return m_rows, cols, int(len(without))
 
 
 def pair_scores(
@@ -178,23 +191,21 @@ def pair_scores(
     members: ProfileBlock,
     alpha: sp.csr_matrix,
     alpha0: np.ndarray,
-    flat: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(member row, active job column, GLMix linear predictor) of the pairs at the flat positions ``flat``
-    (ascending) of the block's members × active jobs grid (see :mod:`pipeline.rescoring.layout`).
+    m_rows: np.ndarray,
+    cols: np.ndarray,
+) -> np.ndarray:
+    """The GLMix linear predictor of the pairs (``members`` row, active job column), pairs grouped by member
+    row in ascending order (see :mod:`pipeline.rescoring.layout`).
 
     ``alpha``/``alpha0``: the members' random-effect rows and intercepts.
     """
     jobs, fixed = rescorer.jobs, rescorer.fixed
-    n_cols = jobs.n_active
-    m_rows = flat // n_cols
-    cols = flat - m_rows * n_cols
     counts = np.bincount(m_rows, minlength=members.num_rows)
     exact = set(jobs.exact_fields) | {f for f in FIELDS if not unit_nonnegative(members.fields[f])}
     profile = members.combined()
     weighted = (profile @ sp.diags(rescorer.column_weights(exact))).tocsr() + alpha
     vectors = sp.hstack([weighted, profile], format="csr")
-    score = jobs.scores(vectors).ravel()[flat]
+    score = jobs.scores(vectors).ravel()[m_rows * jobs.n_active + cols]
     # Member terms are repeated over the member's pairs (pairs come grouped by member).
     member_constant = fixed.intercept + alpha0 + fixed.constants(members.codes, fixed.member_main)
     score += np.repeat(member_constant, counts)
@@ -211,17 +222,17 @@ def pair_scores(
             if f in exact:
                 cosine = field_cosine(members, jobs.profiles, pairs, f)
                 score += fixed.cosine[fid] * np.clip(cosine, 0.0, 1.0)
-    return m_rows, cols, score
+    return score
 
 
-def _ranked(padded: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _ranked(padded: np.ndarray, padded_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``padded`` (scores, -inf = no entry), the slots of its ``width`` best entries by score
-    descending then slot ascending, exact under ties: (rows × ≤width slot array, valid mask)."""
+    descending then column ascending, exact under ties: (rows × ≤width slot array, valid mask)."""
     n, w = padded.shape
     if width < w:
         threshold = np.partition(padded, w - width, axis=1)[:, w - width]
         keep = (padded >= threshold[:, None]) & (padded > -np.inf)
-        rows, slots = np.nonzero(keep)  # slots ascending within a row
+        rows, slots = np.nonzero(keep)
         counts = np.bincount(rows, minlength=n)
         k = int(counts.max()) if len(rows) else 0
         place = np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows]
@@ -229,11 +240,11 @@ def _ranked(padded: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
         compact[rows, place] = padded[rows, slots]
         compact_slots = np.zeros((n, k), dtype=np.int64)
         compact_slots[rows, place] = slots
-        order = np.argsort(-compact, axis=1, kind="stable")[:, :width]
-        chosen = np.take_along_axis(compact_slots, order, 1)
-        valid = np.take_along_axis(compact, order, 1) > -np.inf
-        return chosen, valid
-    order = np.argsort(-padded, axis=1, kind="stable")[:, :width]
+        compact_cols = np.zeros((n, k), dtype=np.int64)
+        compact_cols[rows, place] = padded_cols[rows, slots]
+        order = np.lexsort((compact_cols, -compact), axis=1)[:, :width]
+        return np.take_along_axis(compact_slots, order, 1), np.take_along_axis(compact, order, 1) > -np.inf
+    order = np.lexsort((padded_cols, -padded), axis=1)[:, :width]
     return order, np.take_along_axis(padded, order, 1) > -np.inf
 
 
@@ -246,8 +257,8 @@ def top_per_member(
     top_n: int,
     max_per_company: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Same result as :func:`select_top` for pairs given in (row, column) order (``rows`` ascending,
-    ``cols`` ascending within a row; ``company`` per column), without sorting every pair.
+    """Same result as :func:`select_top` for pairs grouped by row (``rows`` ascending, any column order inside a
+    row; ``company`` per column; equal scores rank by column), without sorting every pair.
 
     Each row's pairs go into one padded row; only a prefix of each row's best pairs (found by a partition,
     ties included) is sorted: ``top_n`` without a company cap, ``2·top_n`` with one, and rows whose prefix
@@ -277,7 +288,7 @@ def top_per_member(
 
 
 def _top_of_rows(padded, padded_cols, company, top_n, max_per_company, prefix):
-    slots, valid = _ranked(padded, prefix)
+    slots, valid = _ranked(padded, padded_cols, prefix)
     rows = np.broadcast_to(np.arange(len(padded))[:, None], slots.shape)[valid]
     chosen = np.take_along_axis(padded_cols, slots, 1)[valid]
     values = np.take_along_axis(padded, slots, 1)[valid]
@@ -298,10 +309,8 @@ def score_member_block(
     """Score one block's pairs (:func:`block_pairs`) and keep each member's top N (the company cap first)."""
     members = ProfileBlock.from_table(block.profiles, rescorer.space.vocab)
     alpha, alpha0, found = rescorer.members.rows(block.member_ids)
-    mark, on_fallback = block_pairs(rescorer, block)
-    flat = np.flatnonzero(mark)
-    del mark
-    m_rows, cols, scores = pair_scores(rescorer, members, alpha, alpha0, flat)
+    m_rows, cols, on_fallback = block_pairs(rescorer, block)
+    scores = pair_scores(rescorer, members, alpha, alpha0, m_rows, cols)
     rm, rc, rs, rank = top_per_member(
         m_rows, cols, scores, len(block.member_ids), rescorer.jobs.company, top_n, max_per_company
     )
