@@ -5,8 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export JOBREC_HOME ?= $(CURDIR)/data
 BENCH_ARGS ?=
+SOAK_ARGS ?= --days 30
 
-.PHONY: demo test install check-java lint bench bench-synth ui clean
+.PHONY: demo test install check-java lint bench bench-synth soak ui clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,11 @@ lint: install
 ## Benchmarks at their small default size; BENCH_ARGS="--full" for the issues' sizes.
 bench: install check-java
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b $(BENCH_ARGS) || exit 1; done
+
+## Fault-injection soak (issue 15): daily runs with one injected fault per day, invariants checked after each;
+## exits 1 on any violation. SOAK_ARGS="--days 5 --seed 2" for another run; bench/out/soak.json has the figures.
+soak: install check-java
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 ## The Airflow UI with the jobrec DAGs loaded (SQLite metadata DB under $JOBREC_HOME/airflow).
 ui: install check-java
