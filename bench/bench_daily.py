@@ -7,7 +7,10 @@ Setup (not timed as the daily run): a synthetic marketplace of two days and the 
 GLMix, promoted). Measured: the daily DAG for day 2 run with ``dag.test()`` (real Airflow, SQLite metadata
 DB, local Spark, Whoosh, glmix_core, embedded Redis): its wall time, each task's time from the run report,
 and peak memory (this process's max RSS — tasks run in-process —, the max RSS of finished child processes,
-and the peak RSS (VmHWM) of the still-running Spark JVM). Writes ``bench/out/daily.json``.
+and the peak RSS (VmHWM) of the still-running Spark JVM). Beside retrieval's and re-scoring's task times it
+prints each one's same-run SciPy sparse-product limit (``bench_rescore.scipy_limits``: the plain product of the
+day's member blocks with the job matrix, measured on the same data right after the run, with the same worker
+processes) and the ratios. Writes ``bench/out/daily.json``.
 """
 
 from __future__ import annotations
@@ -97,6 +100,19 @@ def main() -> int:
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report = json.loads(settings.layout.report(DAY2).read_text()) if settings.layout.report(DAY2).exists() else {}
     timings = report.get("timings_seconds", {})
+    limits = {}
+    if daily["state"] == "success":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_rescore import scipy_limits
+
+        from pipeline.scoring import default_processes
+
+        limits = scipy_limits(settings, DAY2, default_processes())
+        for task, key in (("retrieve_candidates", "retrieval_limit_seconds"), ("rescore", "rescore_limit_seconds")):
+            if timings.get(task) and limits.get(key):
+                limits[f"{task}_over_its_limit"] = round(timings[task] / limits[key], 2)
+        if timings.get("rescore") and timings.get("retrieve_candidates"):
+            limits["rescore_over_retrieval"] = round(timings["rescore"] / timings["retrieve_candidates"], 2)
     result = {
         "members": members,
         "jobs": jobs,
@@ -114,6 +130,7 @@ def main() -> int:
             "finished_children_max": round(children_peak),
             "spark_jvm": round(jvm_peak),
         },
+        "scipy_limits": limits,
         "counts": report.get("counts", {}),
         "holdout_auc": report.get("metrics", {}).get("gate.holdout_auc"),
     }
@@ -122,8 +139,15 @@ def main() -> int:
     print(f"\njobrec_daily, one day, {members:,} members × {jobs:,} jobs on {os.cpu_count()} cores: {daily['state']}")
     print(f"  wall time        {wall_s:8.1f} s  (tasks {result['sum_task_seconds']} s, Airflow overhead "
           f"{result['airflow_overhead_seconds']} s)")
+    limit_of = {"retrieve_candidates": "retrieval_limit_seconds", "rescore": "rescore_limit_seconds"}
     for task, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
-        print(f"  {task:<20s} {seconds:8.1f} s")
+        extra = ""
+        if task in limit_of and limits.get(limit_of[task]):
+            extra = (f"   SciPy sparse-product limit {limits[limit_of[task]]:.1f} s, "
+                     f"ratio {limits[f'{task}_over_its_limit']:.2f}")
+        print(f"  {task:<20s} {seconds:8.1f} s{extra}")
+    if "rescore_over_retrieval" in limits:
+        print(f"  rescore / retrieve_candidates: {limits['rescore_over_retrieval']:.2f}")
     print(f"  peak RSS: python {self_peak:.0f} MiB, children {children_peak:.0f} MiB, Spark JVM {jvm_peak:.0f} MiB")
     print(f"  written to {OUT}")
     if not args.keep and not args.home:
