@@ -30,7 +30,9 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +56,9 @@ from pipeline.rescoring.block import (
 from pipeline.rescoring.layout import Rescorer, build_rescorer
 from pipeline.rescoring.stream import member_ranges, ordered_map, partition_files, read_key_column
 from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +137,7 @@ def member_blocks(
     applied_jobs: np.ndarray,
     *,
     spill_dir: Path | None = None,
-):
+) -> Iterator[MemberBlock]:
     """Yield a :class:`MemberBlock` per member range (``len(bounds) + 1`` blocks), streaming both partitions.
 
     ``applied_members`` must be sorted (as :func:`_applied_pairs` returns them).
@@ -161,8 +166,11 @@ def _score_task(block: MemberBlock) -> BlockResult:
 
 
 def _write_local(
-    target: Path, rescorer: Rescorer, blocks, top_n: int, max_per_company: int | None, processes: int
+    target: Path, rescorer: Rescorer, blocks: Iterable[MemberBlock], top_n: int, max_per_company: int | None,
+    processes: int,
 ) -> dict:
+    """Score ``blocks`` on ``processes`` workers and write their recommendations to the file ``target`` as they
+    come (in block order); returns the summed counts."""
     counts = {"members": 0, "members_on_fallback": 0, "members_with_coefficients": 0, "pairs_scored": 0,
               "recommendations": 0}
     _SHARED.update(rescorer=rescorer, top_n=top_n, max_per_company=max_per_company)
@@ -181,7 +189,7 @@ def _write_local(
     return counts
 
 
-def _write_spark(target_dir: Path, frame) -> dict:
+def _write_spark(target_dir: Path, frame: DataFrame) -> dict:
     """Write the Spark recommendations' part files into ``target_dir`` (name order = member order)."""
     out = target_dir / "spark"
     frame.write.mode("overwrite").option("compression", "zstd").parquet(str(out))

@@ -214,3 +214,30 @@ def test_top_per_member_breaks_ties_by_column_whatever_the_order_inside_a_row():
         expected = select_top(rows[by_column], cols[by_column], scores[by_column], company, top_n, cap)
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_applies_of_a_day_that_failed_validation_are_not_read(settings):
+    """Looking back at past applies skips days whose last validation did not pass (their raw rows are not
+    trusted), as it skips days without applies."""
+    from pipeline.storage import write_json, write_partition
+
+    world = make_world(settings, seed=12)
+    rescore(DAY, settings, top_n=1000, max_per_company=None)
+    recs = recommendations(settings)
+    member, job = recs["member_id"][0].as_py(), recs["job_id"][0].as_py()
+    day_before = "2026-03-09"
+    ts = dt.datetime.fromisoformat(day_before).replace(tzinfo=dt.UTC)
+    write_partition(settings.layout.raw("applies", day_before), pa.table(
+        {"member_id": pa.array([member], pa.int64()), "job_id": pa.array([job], pa.int64()),
+         "ts": pa.array([ts], world.applies.schema.field("ts").type)}))
+    write_json(settings.layout.validation_report(day_before), {"ok": False, "status": "failed", "error": "bad rows"})
+    rescore(DAY, settings, top_n=1000, max_per_company=None)
+    assert recommendations(settings).equals(recs)
+    write_json(settings.layout.validation_report(day_before), {"ok": True, "status": "passed"})
+    (settings.layout.validated("applies", day_before)).mkdir(parents=True)
+    write_partition(settings.layout.validated("applies", day_before), read_partition(
+        settings.layout.raw("applies", day_before)))
+    rescore(DAY, settings, top_n=1000, max_per_company=None)
+    again = recommendations(settings)
+    pairs = set(zip(again["member_id"].to_pylist(), again["job_id"].to_pylist(), strict=True))
+    assert (member, job) not in pairs and again.num_rows == recs.num_rows - 1

@@ -11,6 +11,7 @@ are in (member_id, rank) order like the local engine's one file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -27,6 +28,7 @@ from pipeline.rescoring.block import (
 from pipeline.rescoring.layout import Rescorer
 
 BLOCK = "_block"
+BLOCKS_PER_PARTITION = 32
 COUNTS = ("members", "members_on_fallback", "members_with_coefficients", "pairs_scored")
 
 
@@ -103,7 +105,8 @@ def rescore_frame(
     """(DataFrame of :data:`RECOMMENDATION_SCHEMA` with partitions in member order, counters).
 
     ``applied``: (member_id, job_id) pairs to drop; ``bounds``: the member blocks' boundaries (ascending
-    member IDs, as for the local engine). ``counters``: a Spark accumulator per name of :data:`COUNTS`,
+    member IDs, as for the local engine); ``partitions``: Spark partitions (default one per core, or one per
+    :data:`BLOCKS_PER_PARTITION` blocks when that is more). ``counters``: a Spark accumulator per name of :data:`COUNTS`,
     summed over the blocks once an action has run the frame (a retried task would count its blocks twice).
     """
     from pyspark.sql import functions as F
@@ -138,7 +141,8 @@ def rescore_frame(
 
     blocked_schema = StructType([*members.schema.fields, StructField(BLOCK, LongType(), nullable=False)])
     blocked = members.mapInArrow(add_block, blocked_schema)
-    n = partitions or spark.sparkContext.defaultParallelism
+    # At least one partition per core, and about BLOCKS_PER_PARTITION blocks per partition on large days.
+    n = partitions or max(spark.sparkContext.defaultParallelism, math.ceil((len(bounds) + 1) / BLOCKS_PER_PARTITION))
     blocked = blocked.repartitionByRange(n, BLOCK).sortWithinPartitions(BLOCK, "member_id")
 
     shared = spark.sparkContext.broadcast(rescorer)
