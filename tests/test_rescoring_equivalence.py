@@ -241,3 +241,16 @@ def test_applies_of_a_day_that_failed_validation_are_not_read(settings):
     again = recommendations(settings)
     pairs = set(zip(again["member_id"].to_pylist(), again["job_id"].to_pylist(), strict=True))
     assert (member, job) not in pairs and again.num_rows == recs.num_rows - 1
+
+
+def test_only_entity_ids_that_an_int64_id_prints_as_are_matched():
+    """glmix_core compares entity IDs as strings; an int64 member/job ID prints in one canonical way."""
+    from pipeline.rescoring.layout import integer_entity_ids
+
+    ids = ["0", "-0", "007", "7", " 7", "7 ", "+7", "-12", "9223372036854775807", "9223372036854775808",
+           "-9223372036854775808", "-9223372036854775809", "12a", "", None]
+    values, keep = integer_entity_ids(pa.array(ids, pa.string()))
+    expected = {"0": 0, "7": 7, "-12": -12, "9223372036854775807": 2**63 - 1, "-9223372036854775808": -(2**63)}
+    assert [i for i, k in zip(ids, keep.tolist(), strict=True) if k] == list(expected)
+    assert values[keep].tolist() == list(expected.values())
+    assert [str(v) for v in values[keep].tolist()] == list(expected)  # what pa.int64 → string gives back

@@ -148,6 +148,16 @@ class BlockResult:
     pairs_scored: int
 
 
+def _member_positions(members: IdIndex, ids: np.ndarray) -> np.ndarray:
+    """``members.positions(ids)``, looking up each run of equal IDs once (candidates come grouped by member)."""
+    if len(ids) < 2:
+        return members.positions(ids)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    if len(starts) * 8 > len(ids):
+        return members.positions(ids)
+    return np.repeat(members.positions(ids[starts]), np.diff(np.r_[starts, len(ids)]))
+
+
 def block_pairs(rescorer: Rescorer, block: MemberBlock) -> tuple[np.ndarray, np.ndarray, int]:
     """(member row, active job column) of each pair to score, and how many members got the fallback pool.
 
@@ -158,13 +168,16 @@ def block_pairs(rescorer: Rescorer, block: MemberBlock) -> tuple[np.ndarray, np.
     jobs = rescorer.jobs
     n_members, n_cols = len(block.member_ids), jobs.n_active
     members = IdIndex.of(block.member_ids)
-    m_rows, cols = members.positions(block.candidate_members), jobs.columns_of(block.candidate_jobs)
+    m_rows, cols = _member_positions(members, block.candidate_members), jobs.columns_of(block.candidate_jobs)
     keep = (m_rows >= 0) & (cols >= 0)
     am, ac = members.positions(block.applied_members), jobs.columns_of(block.applied_jobs)
     applied = (am >= 0) & (ac >= 0)
     applied_keys = sorted_distinct(am[applied] * n_cols + ac[applied])
-    if len(applied_keys):
-        keep &= ~contains(applied_keys, m_rows * n_cols + cols)
+    if len(applied_keys):  # look up only the candidates of members who applied somewhere
+        applicant = np.zeros(n_members + 1, dtype=bool)
+        applicant[am[applied]] = True
+        check = np.flatnonzero(applicant[m_rows] & keep)
+        keep[check] &= ~contains(applied_keys, m_rows[check] * n_cols + cols[check])
     m_rows, cols = m_rows[keep], cols[keep]
     grouped = len(m_rows) < 2 or bool(np.all(m_rows[1:] >= m_rows[:-1]))
     if grouped:  # the usual input (candidates in member order): check for repeated pairs without sorting
@@ -231,17 +244,17 @@ def _ranked(padded: np.ndarray, padded_cols: np.ndarray, width: int) -> tuple[np
     n, w = padded.shape
     if width < w:
         threshold = np.partition(padded, w - width, axis=1)[:, w - width]
-        keep = (padded >= threshold[:, None]) & (padded > -np.inf)
-        rows, slots = np.nonzero(keep)
+        flat = np.flatnonzero((padded >= threshold[:, None]) & (padded > -np.inf))
+        rows = flat // w
         counts = np.bincount(rows, minlength=n)
         k = int(counts.max()) if len(rows) else 0
-        place = np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows]
+        target = rows * k + (np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows])
         compact = np.full((n, k), -np.inf)
-        compact[rows, place] = padded[rows, slots]
+        compact.ravel()[target] = padded.ravel()[flat]
         compact_slots = np.zeros((n, k), dtype=np.int64)
-        compact_slots[rows, place] = slots
+        compact_slots.ravel()[target] = flat - rows * w
         compact_cols = np.zeros((n, k), dtype=np.int64)
-        compact_cols[rows, place] = padded_cols[rows, slots]
+        compact_cols.ravel()[target] = padded_cols.ravel()[flat]
         order = np.lexsort((compact_cols, -compact), axis=1)[:, :width]
         return np.take_along_axis(compact_slots, order, 1), np.take_along_axis(compact, order, 1) > -np.inf
     order = np.lexsort((padded_cols, -padded), axis=1)[:, :width]
@@ -269,11 +282,14 @@ def top_per_member(
         return empty, empty, np.zeros(0), empty
     counts = np.bincount(rows, minlength=n_rows)
     width = int(counts.max())
-    slot = np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows]
-    padded = np.full((n_rows, width), -np.inf)
-    padded[rows, slot] = scores
-    padded_cols = np.zeros((n_rows, width), dtype=np.int64)
-    padded_cols[rows, slot] = cols
+    if bool(np.all(counts == width)):  # every row has as many pairs: the padded arrays are reshapes
+        padded, padded_cols = scores.reshape(n_rows, width), np.asarray(cols).reshape(n_rows, width)
+    else:
+        flat = rows * width + (np.arange(len(rows)) - np.r_[0, np.cumsum(counts)[:-1]][rows])
+        padded = np.full((n_rows, width), -np.inf)
+        padded.ravel()[flat] = scores
+        padded_cols = np.zeros((n_rows, width), dtype=np.int64)
+        padded_cols.ravel()[flat] = cols
     prefix = top_n if max_per_company is None else 2 * top_n
     out = _top_of_rows(padded, padded_cols, company, top_n, max_per_company, min(prefix, width))
     if max_per_company is not None and prefix < width:
