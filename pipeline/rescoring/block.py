@@ -65,8 +65,9 @@ def select_top(
     """Company cap then top N per member: (member_rows, job_rows, scores, 1-based ranks), sorted by rank.
 
     ``company`` holds a dense company code per job row. Equal scores keep the input order, so feeding
-    pairs in (member, job_id) order breaks ties on job_id. Two stable sorts (score, then member) instead of
-    one multi-key lexsort: several times faster on large blocks.
+    pairs in (member, job_id) order breaks ties on job_id. This sorts every pair; re-scoring uses
+    :func:`top_per_member`, which gives the same result sorting only each member's best pairs (this function
+    is its reference in the tests).
     """
     order = np.argsort(-scores, kind="stable")
     order = order[np.argsort(member_rows[order], kind="stable")]
