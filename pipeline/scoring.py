@@ -12,7 +12,9 @@ tests/test_rescoring_equivalence.py).
 Post-processing, in order: drop jobs that are not active after ``ds`` (expires_at ≤ the end of ``ds``, or
 unknown), drop jobs the member applied to in the last ``applied_lookback_days`` days (days whose validation
 did not pass are skipped), keep at most ``max_per_company`` jobs per company (highest scores first), keep the
-top N. Ties break on job_id.
+top N. Ties break on job_id. Each kept pair also gets the score's parts ("why this job": global with its
+per-field cosine terms, crosses and main effects; per member; per job), computed after the top N
+(:func:`pipeline.rescoring.block.pair_parts`).
 
 Members without coefficients score with α = 0. Members without (usable) candidates — in the day's member
 snapshot but absent from ``candidates/`` — are scored against a fallback pool: the ``fallback_pool`` active
@@ -219,7 +221,8 @@ def rescore(
     fallback_pool: int | None = None,
     applied_lookback_days: int = 60,
 ) -> dict:
-    """Write ``recommendations/ds=`` (member_id, rank, job_id, score, model_version) for every member.
+    """Write ``recommendations/ds=`` (member_id, rank, job_id, score, model_version, then the score's parts
+    :data:`~pipeline.rescoring.block.PART_COLUMNS`: part_global + part_member + part_job = score) for every member.
 
     Reads ``candidates/ds=``, the day's features (vocab, member and job profiles) and the GLMix model at
     ``model_dir`` (default ``settings.layout.model_daily(ds)``). ``engine``: ``local`` (``processes`` forked

@@ -21,6 +21,7 @@ AREA_MODULES = (
     "pipeline.cli.train",
     "pipeline.cli.retrieval",
     "pipeline.cli.rescore",
+    "pipeline.cli.explain",
     "pipeline.cli.serving",
     "pipeline.cli.demo",
 )

@@ -1,7 +1,21 @@
-"""Scoring one block of members: filters, fallback pool, the GLMix score by one product plus gathers, top N.
+"""Scoring one block of members: filters, fallback pool, the GLMix score by one product plus gathers, top N,
+and the score's parts ("why this job") for the kept pairs only.
 
 The same function runs in the local engine's worker processes and in the Spark engine's ``mapInArrow``
 partitions, so both engines write the same recommendations.
+
+Parts (columns of :data:`RECOMMENDATION_SCHEMA` after ``model_version``, see :func:`pair_parts`)::
+
+    score = part_global + part_member + part_job
+    part_global = part_main + part_cross + Σ_f cos_<f>
+    part_main   = b₀ + b_pos·slot + member one-hot main effects + job one-hot main effects
+    part_cross  = region match + member×job crosses
+    cos_<f>     = b_f · clip(cos_f(m, j), 0, 1)
+    part_member = α_m0 + α_m·s_j,   part_job = β_j0 + q_m·β_j
+
+They are computed pair by pair after the top N (gathers and row-wise sparse dots over the kept pairs), so they
+cost O(top N) per member; they equal the score up to float rounding (the product path leaves out the
+[0, 1] clip of unit-norm fields, which changes a cosine by at most ~1e-12).
 """
 
 from __future__ import annotations
@@ -12,11 +26,14 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from pipeline.features.pairs import PairRows, ProfileBlock, field_cosine
-from pipeline.features.vocab import FIELDS
+from pipeline.features.pairs import PairRows, ProfileBlock, field_cosine, rowwise_dot
+from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS
 from pipeline.rescoring.layout import IdIndex, Rescorer, unit_nonnegative
 
 DEFAULT_MAX_PER_COMPANY = 10
+# The score's parts, in the order of the recommendations' columns (see the module docstring).
+COSINE_COLUMNS = tuple(f"cos_{f}" for f in FIELDS)
+PART_COLUMNS = ("part_global", "part_member", "part_job", "part_main", "part_cross", *COSINE_COLUMNS)
 RECOMMENDATION_SCHEMA = pa.schema(
     [
         pa.field("member_id", pa.int64()),
@@ -24,6 +41,7 @@ RECOMMENDATION_SCHEMA = pa.schema(
         pa.field("job_id", pa.int64()),
         pa.field("score", pa.float64()),
         pa.field("model_version", pa.string()),
+        *(pa.field(name, pa.float64()) for name in PART_COLUMNS),
     ]
 )
 PROFILE_COLUMNS = ["member_id", *FIELDS]
@@ -239,6 +257,46 @@ def pair_scores(
     return score
 
 
+def pair_parts(
+    rescorer: Rescorer,
+    members: ProfileBlock,
+    alpha: sp.csr_matrix,
+    alpha0: np.ndarray,
+    m_rows: np.ndarray,
+    cols: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The score's parts (one array per name of :data:`PART_COLUMNS`) of the pairs (``members`` row, active
+    job column), any order; ``part_global + part_member + part_job`` is :func:`pair_scores` of the same pairs
+    up to float rounding. Vectorized over the pairs: meant for the kept top N, not every candidate.
+    """
+    jobs, fixed = rescorer.jobs, rescorer.fixed
+    m_rows, cols = np.asarray(m_rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    n = len(m_rows)
+    parts: dict[str, np.ndarray] = {}
+    if n == 0:
+        return {name: np.zeros(0) for name in PART_COLUMNS}
+    pairs = PairRows.of(m_rows, cols)
+    profile = members.combined()
+    parts["part_member"] = alpha0[m_rows] + rowwise_dot(alpha.tocsr(), jobs.terms, pairs)
+    parts["part_job"] = jobs.beta0[cols] + rowwise_dot(profile, jobs.beta, pairs)
+    main = np.full(n, fixed.intercept)
+    for f in CATEGORICAL_FIELDS:
+        main += fixed.member_main[f][members.codes[f][m_rows]] + fixed.job_main[f][jobs.codes[f][cols]]
+    parts["part_main"] = main
+    m_region = members.codes["region"][m_rows]
+    cross = fixed.region_match * ((m_region >= 0) & (m_region == jobs.codes["region"][cols]))
+    for f, table in fixed.cross_table.items():
+        cross = cross + table[fixed.cross_slot[f][members.codes[f][m_rows]], jobs.cross_slot[f][cols]]
+    parts["part_cross"] = cross
+    total = main + cross
+    for fid, f in enumerate(FIELDS):
+        term = fixed.cosine[fid] * np.clip(field_cosine(members, jobs.profiles, pairs, f), 0.0, 1.0)
+        parts[COSINE_COLUMNS[fid]] = term
+        total = total + term
+    parts["part_global"] = total
+    return parts
+
+
 def _ranked(padded: np.ndarray, padded_cols: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``padded`` (scores, -inf = no entry), the slots of its ``width`` best entries by score
     descending then column ascending, exact under ties: (rows × ≤width slot array, valid mask)."""
@@ -331,6 +389,7 @@ def score_member_block(
     rm, rc, rs, rank = top_per_member(
         m_rows, cols, scores, len(block.member_ids), rescorer.jobs.company, top_n, max_per_company
     )
+    parts = pair_parts(rescorer, members, alpha, alpha0, rm, rc)
     batch = pa.RecordBatch.from_arrays(
         [
             pa.array(block.member_ids[rm], pa.int64()),
@@ -338,6 +397,7 @@ def score_member_block(
             pa.array(rescorer.jobs.job_ids[rescorer.jobs.rows[rc]], pa.int64()),
             pa.array(rs, pa.float64()),
             pa.repeat(pa.scalar(rescorer.version, pa.string()), len(rm)),
+            *(pa.array(parts[name], pa.float64()) for name in PART_COLUMNS),
         ],
         schema=RECOMMENDATION_SCHEMA,
     )

@@ -249,6 +249,9 @@ class JobSide:
         exact_fields: fields whose cosine is computed pair by pair for every block (some job row is not
             non-negative and unit-norm there).
         with_coefficients: how many job rows have per-job coefficients.
+        terms: per column, the job profile s_j (CSR columns × width; for the explanation parts).
+        beta: per column, the per-job coefficients β_j over the member profile columns (CSR columns × width).
+        beta0: per column, the per-job intercept β_j0.
     """
 
     job_ids: np.ndarray
@@ -263,6 +266,9 @@ class JobSide:
     profiles: ProfileBlock
     exact_fields: tuple[str, ...]
     with_coefficients: int
+    terms: sp.csr_matrix
+    beta: sp.csr_matrix
+    beta0: np.ndarray
 
     @property
     def n_active(self) -> int:
@@ -358,7 +364,8 @@ def build_rescorer(
     beta, beta0, found = job_coefficients.rows(job_ids[rows])
     column = np.full(len(job_ids), -1, dtype=np.int64)
     column[rows] = np.arange(len(rows))
-    product = sp.hstack([profiles.combined(), beta], format="csr").T.tocsr()
+    terms = profiles.combined()
+    product = sp.hstack([terms, beta], format="csr").T.tocsr()
     product.sort_indices()
     constant = beta0 + fixed.constants(profiles.codes, fixed.job_main)
     cross_slot = {f: slots[profiles.codes[f]] for f, slots in fixed.cross_slot.items()}
@@ -370,6 +377,7 @@ def build_rescorer(
         job_ids=job_ids, index=IdIndex.of(job_ids), column=column, rows=rows, product=product,
         company=company.astype(np.int64), constant=constant, codes=profiles.codes, cross_slot=cross_slot,
         profiles=profiles, exact_fields=exact, with_coefficients=int(found.sum()),
+        terms=terms, beta=beta.tocsr(), beta0=np.asarray(beta0, dtype=np.float64),
     )
     prior = fixed.intercept + constant
     pool = np.lexsort((job_ids[rows], -prior))[:fallback_pool]
