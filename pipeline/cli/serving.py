@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("publish", help="publish a day's recommendations to Redis and serve them")
     p.add_argument("--ds", required=True, help="the day to publish (YYYY-MM-DD)")
     p.add_argument("--force", action="store_true", help="serve it even if a newer day is served (backfill)")
+    p.add_argument(
+        "--explanations", action=argparse.BooleanOptionalAction, default=None,
+        help="also store each recommendation's score parts (default JOBREC_PUBLISH_EXPLANATIONS)",
+    )
     p.set_defaults(func=_publish)
 
     p = subparsers.add_parser("rollback", help="serve the previously served version again")
@@ -36,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("member_id", help="member ID (non-negative integer)")
     p.add_argument("--limit", type=int, default=None, help="at most this many jobs (default: all, top N)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--explain", action="store_true",
+        help="show each job's score parts (global with its cosine terms, per member, per job) when published",
+    )
     p.set_defaults(func=_recs)
 
     p = subparsers.add_parser("serve", help="run the HTTP lookup service")
@@ -67,7 +75,7 @@ def default_workers() -> int:
 
 def serving_keys(settings: Settings) -> Keys:
     """Key names under ``JOBREC_REDIS_PREFIX``: :func:`pipeline.publishing.serving_keys`, without importing
-    ``pipeline.publishing`` (NumPy, pyarrow) into ``recs`` and ``serve`` (tests/test_serving_speed_cli.py
+    ``pipeline.publishing`` (NumPy, pyarrow) into ``recs`` and ``serve`` (tests/test_serving_speed_paths.py
     checks both agree)."""
     from serving_store.keys import DEFAULT_PREFIX, Keys
 
@@ -86,13 +94,14 @@ def _publish(args: argparse.Namespace) -> int:
     from serving_store.publisher import PublishFailed
 
     try:
-        report = publish(args.ds, Settings.from_env(), force=args.force)
+        report = publish(args.ds, Settings.from_env(), force=args.force, explanations=args.explanations)
     except (ServingStoreUnavailable, PublishFailed) as exc:
         return _fail("publish", exc)
     print(report["message"])
     print(
         f"{report['members']} members, {report['bytes_written'] / 2**20:.1f} MiB, "
         f"{report['timings']['total_s']:.1f}s; deleted old versions: {report['deleted_versions'] or 'none'}"
+        f"; explanations {'published' if report.get('explanations') else 'not published'}"
     )
     return 0
 
@@ -124,7 +133,7 @@ def _recs(args: argparse.Namespace) -> int:
     except ServingStoreUnavailable as exc:
         return _fail("recs", exc)
     try:
-        recs = Lookup(client, serving_keys(settings)).get(args.member_id, args.limit)
+        recs = Lookup(client, serving_keys(settings)).get(args.member_id, args.limit, explain=args.explain)
     except NothingPublished as exc:
         return _fail("recs", exc)
     finally:
@@ -136,6 +145,14 @@ def _recs(args: argparse.Namespace) -> int:
     print(f"member {recs.member_id}: version {recs.version}, ds {recs.ds}, model {recs.model_version}{note}")
     for rank, (job, score) in enumerate(zip(recs.job_ids, recs.scores, strict=True), start=1):
         print(f"{rank:4d}  job {job:<12d} {score:.6f}")
+        if recs.parts is not None:
+            parts = recs.parts[rank - 1]
+            cosines = "  ".join(f"{k[4:]} {v:+.3f}" for k, v in parts.items() if k.startswith("cos_"))
+            print(f"        global {parts['part_global']:+.4f} (main {parts['part_main']:+.4f}, "
+                  f"cross {parts['part_cross']:+.4f}, cosines: {cosines})  member {parts['part_member']:+.4f}"
+                  f"  job {parts['part_job']:+.4f}")
+    if args.explain:
+        print(recs.as_dict()["explanations"]["note"])
     return 0
 
 
