@@ -44,7 +44,7 @@ Bad input (a failed validation, bad params, a missing parent) and a failed gate 
 without retries; other errors (e.g. Redis or Spark hiccups) are retried with exponential backoff.
 
 Trigger-form params: `top_n` and `candidates_k` (defaults from `JOBREC_TOP_N`, `JOBREC_CANDIDATES_K`),
-`skip_publish`, `engine` (local|spark: training, retrieval and re-scoring on Spark), `retrain_mode`
+`skip_publish`, `publish_explanations` (default from `JOBREC_PUBLISH_EXPLANATIONS`), `engine` (local|spark: training, retrieval and re-scoring on Spark), `retrain_mode`
 (incremental|warm_start), `gate_margin` (default from `JOBREC_GATE_MARGIN`), `min_coverage`, `raw_poke_interval_seconds` and
 `raw_wait_timeout_seconds` (defaults from `JOBREC_RAW_POKE_INTERVAL_SECONDS`, `JOBREC_RAW_WAIT_TIMEOUT_SECONDS`).
 """
@@ -91,6 +91,10 @@ with DAG(
             description="first-stage candidates per member (JOBREC_CANDIDATES_K)",
         ),
         "skip_publish": Param(False, type="boolean", description="compute everything, publish nothing"),
+        "publish_explanations": Param(
+            SETTINGS.publish_explanations, type="boolean",
+            description="also publish each recommendation's score parts (why this job; JOBREC_PUBLISH_EXPLANATIONS)",
+        ),
         "engine": Param(
             "local",
             enum=["local", "spark"],
@@ -151,7 +155,7 @@ with DAG(
     def publish(ds=None, params=None) -> dict:
         if params["skip_publish"]:
             return {"skipped": True}
-        return run_step("pipeline.publishing:publish", ds, params)
+        return run_step("pipeline.publishing:publish", ds, params, explanations=params.get("publish_explanations"))
 
     @task
     def verify(ds=None, params=None) -> dict:

@@ -83,6 +83,9 @@ class Settings:
         full_retrain_cron: when the weekly full retrain DAG runs, a cron expression in UTC
             (``JOBREC_FULL_RETRAIN_CRON``, default ``0 0 * * 0``: Sundays at 00:00), read when the DAG file is
             parsed.
+        publish_explanations: whether ``publish`` also stores each recommendation's score parts ("why this
+            job") in the served lists (``JOBREC_PUBLISH_EXPLANATIONS``, default false: 4 + 44 bytes more per job);
+            the daily DAG's ``publish_explanations`` param defaults to it.
         extra: free-form values for callers that need one more setting; nothing in ``pipeline`` reads it.
     """
 
@@ -106,6 +109,7 @@ class Settings:
     raw_poke_interval_seconds: float = 300.0
     raw_wait_timeout_seconds: float = 21600.0
     full_retrain_cron: str = "0 0 * * 0"
+    publish_explanations: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -132,6 +136,7 @@ class Settings:
             raw_poke_interval_seconds=_env_float("JOBREC_RAW_POKE_INTERVAL_SECONDS", 300.0),
             raw_wait_timeout_seconds=_env_float("JOBREC_RAW_WAIT_TIMEOUT_SECONDS", 21600.0),
             full_retrain_cron=os.environ.get("JOBREC_FULL_RETRAIN_CRON") or "0 0 * * 0",
+            publish_explanations=_env_bool("JOBREC_PUBLISH_EXPLANATIONS", False),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         if "home" in clean:

@@ -44,8 +44,10 @@ def _model_versions(path) -> str:
     return ",".join(sorted(str(v) for v in values))
 
 
-def load_lists(ds: str, settings: Settings):
-    """The ``recommendations/ds=`` partition as grouped lists, and its model version(s)."""
+def load_lists(ds: str, settings: Settings, *, explanations: bool = False):
+    """The ``recommendations/ds=`` partition as grouped lists, and its model version(s); with
+    ``explanations``, the lists carry each score's parts (``serving_store.codec.PART_NAMES``)."""
+    from serving_store.codec import PART_NAMES
     from serving_store.publisher import RecommendationLists
 
     path = settings.layout.recommendations(check_ds(ds))
@@ -53,7 +55,7 @@ def load_lists(ds: str, settings: Settings):
         raise FileNotFoundError(
             f"no recommendations for ds={ds} at {path}; run `jobrec rescore --ds {ds}` first"
         )
-    table = read_partition(path, columns=REC_COLUMNS)
+    table = read_partition(path, columns=REC_COLUMNS + (list(PART_NAMES) if explanations else []))
     return RecommendationLists.from_table(table), _model_versions(path)
 
 
@@ -64,9 +66,11 @@ def publish(
     *,
     retries: int | None = None,
     batch_size: int | None = None,
+    explanations: bool | None = None,
 ) -> dict:
     """Publish ``recommendations/ds=ds`` as a new serving-store version and serve it if it is not older
-    than the served day (or ``force``).
+    than the served day (or ``force``). ``explanations`` (default ``settings.publish_explanations``): also
+    store each recommendation's score parts in the packed lists.
 
     Returns the report: version, members, ``pointer_moved`` (False for a backfill of an older day: the
     version is written for inspection, the newer one stays served), ``message``, served version/ds,
@@ -82,7 +86,8 @@ def publish(
     from serving_store.publisher import DEFAULT_BATCH, publish_lists
 
     t0 = time.perf_counter()
-    lists, model_version = load_lists(ds, settings)
+    explanations = settings.publish_explanations if explanations is None else bool(explanations)
+    lists, model_version = load_lists(ds, settings, explanations=explanations)
     read_s = time.perf_counter() - t0
     log.info(
         "publishing %d members (%d rows) of ds=%s, model %s",
@@ -111,6 +116,7 @@ def publish(
         client.close()
     report = result.as_dict()
     report["timings"] = dict(report["timings"], read_s=read_s)
+    report["explanations"] = explanations
     return report
 
 

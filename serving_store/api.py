@@ -1,7 +1,9 @@
 """The HTTP lookup service (FastAPI).
 
 ``GET /v1/members/{member_id}/recommendations?limit=N`` returns the served list (job IDs, scores, ranks,
-version, ds); unknown members get the fallback list. ``GET /healthz`` pings Redis and names the served
+version, ds); unknown members get the fallback list. ``&explain=true`` adds each job's score parts when the
+version was published with explanations, and an ``explanations`` note either way (FastAPI's route: the fast
+path below takes only ``limit``). ``GET /healthz`` pings Redis and names the served
 version. The OpenAPI document (``/openapi.json``) types ``member_id`` as an integer and documents every answer:
 
 - 400 ``{"detail": ...}``: ``member_id`` is not a non-negative 64-bit integer (whatever the input: text, a
@@ -78,10 +80,20 @@ class Recommendation(BaseModel):
     rank: int
     job_id: int
     score: float
+    parts: dict[str, float] | None = None
+
+
+class ExplanationsNote(BaseModel):
+    """With ``explain=true``: whether the list carries each score's parts, and why not."""
+
+    published: bool
+    note: str
 
 
 class RecommendationsBody(BaseModel):
-    """A member's served list; ``source`` is ``fallback`` for a member without a list of their own."""
+    """A member's served list; ``source`` is ``fallback`` for a member without a list of their own. With
+    ``explain=true``, each entry's ``parts`` (score = part_global + part_member + part_job, the global part
+    split into part_main, part_cross and the cos_<field> terms) when they were published, and ``explanations``."""
 
     member_id: int
     version: str
@@ -89,6 +101,7 @@ class RecommendationsBody(BaseModel):
     model_version: str
     source: Literal["member", "fallback"]
     recommendations: list[Recommendation]
+    explanations: ExplanationsNote | None = None
 
 
 class HealthBody(BaseModel):
@@ -305,6 +318,7 @@ def create_app(
     @app.get(
         "/v1/members/{member_id}/recommendations",
         response_model=RecommendationsBody,
+        response_model_exclude_none=True,
         responses=responses,
         dependencies=guard,
     )
@@ -314,9 +328,12 @@ def create_app(
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description="at most this many jobs")
         ] = default_limit,
+        explain: Annotated[
+            bool, Query(description="each job's score parts (when published) and an explanations note")
+        ] = False,
     ):
         try:
-            return (await within(redis_timeout, lookup.get(member_id, limit))).as_dict()
+            return (await within(redis_timeout, lookup.get(member_id, limit, explain=explain))).as_dict()
         except InvalidMemberId as exc:
             return JSONResponse(status_code=400, content={"detail": str(exc)})
         except NothingPublished as exc:

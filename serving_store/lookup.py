@@ -73,6 +73,8 @@ class Recommendations:
     """A member's list as served: rank i (1-based) is ``job_ids[i - 1]``.
 
     ``source`` is ``member`` (the member's own list) or ``fallback`` (top jobs overall: unknown member).
+    ``explain``: the lookup asked for explanations; ``parts`` then holds each job's score parts by name
+    (:data:`serving_store.codec.PART_NAMES`), or None when the list was published without them.
     """
 
     member_id: int
@@ -82,9 +84,13 @@ class Recommendations:
     ds: str
     model_version: str
     source: str
+    parts: list[dict[str, float]] | None = None
+    explain: bool = False
 
     def as_dict(self) -> dict:
-        return {
+        """The JSON answer; with ``explain``, each entry gets its ``parts`` and the answer an
+        ``explanations`` note saying whether they were published."""
+        body = {
             "member_id": self.member_id,
             "version": self.version,
             "ds": self.ds,
@@ -95,6 +101,17 @@ class Recommendations:
                 for i, (j, s) in enumerate(zip(self.job_ids, self.scores, strict=True))
             ],
         }
+        if self.explain:
+            if self.parts is not None:
+                for entry, parts in zip(body["recommendations"], self.parts, strict=True):
+                    entry["parts"] = parts
+                body["explanations"] = {"published": True, "note": "score = part_global + part_member + part_job"}
+            else:
+                why = ("the fallback list has no explanations" if self.source == "fallback" else
+                       "explanations were not published for this version (publish with "
+                       "JOBREC_PUBLISH_EXPLANATIONS=true or the DAG param publish_explanations)")
+                body["explanations"] = {"published": False, "note": why}
+        return body
 
 
 def _check(member_id: int | str, limit: int | None) -> int:
@@ -104,8 +121,10 @@ def _check(member_id: int | str, limit: int | None) -> int:
     return member
 
 
-def _recommendations(member: int, limit: int | None, reply, version: str | None) -> Recommendations:
-    """Decode the lookup script's reply."""
+def _recommendations(
+    member: int, limit: int | None, reply, version: str | None, explain: bool = False
+) -> Recommendations:
+    """Decode the lookup script's reply (with ``explain``, the parts too)."""
     if not reply:
         raise NothingPublished("no recommendations are published yet; run `jobrec publish --ds YYYY-MM-DD`")
     served, source, value, ds, model_version, status = (
@@ -119,6 +138,7 @@ def _recommendations(member: int, limit: int | None, reply, version: str | None)
             "publish again (`jobrec publish --ds YYYY-MM-DD`) or roll back (`jobrec rollback`)"
         )
     job_ids, scores = codec.decode_lists(value, limit) if value else ([], [])
+    parts = codec.decode_parts_lists(value, limit) if explain and value else None
     return Recommendations(
         member_id=member,
         job_ids=job_ids,
@@ -127,6 +147,8 @@ def _recommendations(member: int, limit: int | None, reply, version: str | None)
         ds=ds,
         model_version=model_version,
         source=source,
+        parts=parts,
+        explain=explain,
     )
 
 
@@ -145,16 +167,18 @@ class Lookup:
         self._script = client.register_script(_LOOKUP)
 
     def get(
-        self, member_id: int | str, limit: int | None = None, *, version: str | None = None
+        self, member_id: int | str, limit: int | None = None, *, version: str | None = None,
+        explain: bool = False,
     ) -> Recommendations:
-        """The served list of ``member_id`` (or of ``version`` when given), at most ``limit`` entries.
+        """The served list of ``member_id`` (or of ``version`` when given), at most ``limit`` entries; with
+        ``explain``, each job's score parts when they were published (see :class:`Recommendations`).
 
         Unknown members get the fallback list (``source == "fallback"``). Raises :class:`InvalidMemberId`,
         :class:`NothingPublished`, or ``ValueError`` for a limit below 1.
         """
         member = _check(member_id, limit)
         reply = self._script(keys=[self.keys.current], args=[self.keys.prefix, str(member), version or ""])
-        return _recommendations(member, limit, reply, version)
+        return _recommendations(member, limit, reply, version, explain)
 
     def served(self) -> dict | None:
         """The served version's metadata (version, ds, model_version, members, ...) or ``None``."""
@@ -171,14 +195,15 @@ class AsyncLookup:
         self._script = client.register_script(_LOOKUP)
 
     async def get(
-        self, member_id: int | str, limit: int | None = None, *, version: str | None = None
+        self, member_id: int | str, limit: int | None = None, *, version: str | None = None,
+        explain: bool = False,
     ) -> Recommendations:
         """As :meth:`Lookup.get`."""
         member = _check(member_id, limit)
         reply = await self._script(
             keys=[self.keys.current], args=[self.keys.prefix, str(member), version or ""]
         )
-        return _recommendations(member, limit, reply, version)
+        return _recommendations(member, limit, reply, version, explain)
 
     async def served(self) -> dict | None:
         """As :meth:`Lookup.served`."""

@@ -140,12 +140,15 @@ class RecommendationLists:
         offsets: (n + 1,) int64; member i's jobs are ``job_ids[offsets[i]:offsets[i + 1]]`` in rank order.
         job_ids: (total,) int64.
         scores: (total,) float32.
+        parts: optional (total, k) float32, each score's parts (``codec.PART_NAMES`` order); when given, the
+            packed values carry them (explanations).
     """
 
     member_ids: np.ndarray
     offsets: np.ndarray
     job_ids: np.ndarray
     scores: np.ndarray
+    parts: np.ndarray | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -160,12 +163,14 @@ class RecommendationLists:
         return self.job_ids[lo:hi], self.scores[lo:hi]
 
     @classmethod
-    def from_columns(cls, member_id, rank, job_id, score) -> RecommendationLists:
-        """Group rows (any order) by member, ordered by rank. Raises ``ValueError`` on negative member IDs."""
+    def from_columns(cls, member_id, rank, job_id, score, parts=None) -> RecommendationLists:
+        """Group rows (any order) by member, ordered by rank (``parts``: optional (rows, k) parts per row).
+        Raises ``ValueError`` on negative member IDs."""
         member_id = np.asarray(member_id, dtype=np.int64)
         rank = np.asarray(rank)
         job_id = np.asarray(job_id, dtype=np.int64)
         score = np.asarray(score, dtype=np.float32)
+        parts = None if parts is None else np.asarray(parts, dtype=np.float32).reshape(member_id.size, -1)
         if member_id.size and int(member_id.min()) < 0:
             raise ValueError("recommendations hold negative member IDs; member IDs must be >= 0")
         # Re-scoring writes rows sorted by (member_id, rank); sort only when they are not.
@@ -178,22 +183,29 @@ class RecommendationLists:
         if not in_order:
             order = np.lexsort((rank, member_id))
             member_id, job_id, score = member_id[order], job_id[order], score[order]
+            parts = None if parts is None else parts[order]
         starts = (
             np.flatnonzero(np.r_[True, member_id[1:] != member_id[:-1]])
             if member_id.size
             else np.array([], np.int64)
         )
         offsets = np.r_[starts, member_id.size].astype(np.int64)
-        return cls(member_id[starts], offsets, job_id, score)
+        return cls(member_id[starts], offsets, job_id, score, parts)
 
     @classmethod
     def from_table(cls, table) -> RecommendationLists:
-        """From a ``recommendations`` table (member_id, rank, job_id, score)."""
+        """From a ``recommendations`` table (member_id, rank, job_id, score; with every column of
+        ``codec.PART_NAMES`` too, the lists carry the parts)."""
+        names = set(table.column_names)
+        parts = None
+        if all(name in names for name in codec.PART_NAMES):
+            parts = np.column_stack([table.column(name).to_numpy() for name in codec.PART_NAMES])
         return cls.from_columns(
             table.column("member_id").to_numpy(),
             table.column("rank").to_numpy(),
             table.column("job_id").to_numpy(),
             table.column("score").to_numpy(),
+            parts,
         )
 
 
@@ -292,7 +304,8 @@ def _mset_command(lists: RecommendationLists, idx: np.ndarray, member_prefix: by
     count = int(lists.counts[idx[0]])
     starts = lists.offsets[idx]
     take = starts[:, None] + np.arange(count)
-    values = codec.encode_matrix(lists.job_ids[take], lists.scores[take], width)
+    parts = None if lists.parts is None else lists.parts[take]
+    values = codec.encode_matrix(lists.job_ids[take], lists.scores[take], width, parts)
     keys = _key_rows(lists.member_ids[idx], member_prefix, int(_digit_counts(lists.member_ids[idx[:1]])[0]))
     value_head = np.frombuffer(b"$%d\r\n" % values.shape[1], dtype=np.uint8)
     crlf = np.frombuffer(b"\r\n", dtype=np.uint8)
@@ -548,8 +561,14 @@ def _verify_sample(
                 f"version {version}: member {lists.member_ids[i]} missing after write"
             )
         got_ids, got_scores = codec.decode(value)
+        got_parts = codec.decode_parts(value)
+        want_parts = None if lists.parts is None else lists.parts[lists.offsets[i] : lists.offsets[i + 1]]
+        same_parts = (got_parts is None) if want_parts is None else (
+            got_parts is not None and np.array_equal(got_parts, want_parts.astype(np.float32))
+        )
         if not (
             np.array_equal(got_ids, want_ids) and np.array_equal(got_scores, want_scores.astype(np.float32))
+            and same_parts
         ):
             raise PublishVerificationError(
                 f"version {version}: member {lists.member_ids[i]} read back differs"
