@@ -45,6 +45,7 @@ from glmix_core import GLMixModel, ModelError, load_model
 from pipeline.config import Settings
 from pipeline.features.pairs import GlobalSpace
 from pipeline.features.vocab import load_vocab
+from pipeline.progress import track
 from pipeline.rescoring.block import (
     DEFAULT_MAX_PER_COMPANY,
     PROFILE_COLUMNS,
@@ -169,16 +170,18 @@ def _score_task(block: MemberBlock) -> BlockResult:
 
 def _write_local(
     target: Path, rescorer: Rescorer, blocks: Iterable[MemberBlock], top_n: int, max_per_company: int | None,
-    processes: int,
+    processes: int, members_total: int | None = None,
 ) -> dict:
     """Score ``blocks`` on ``processes`` workers and write their recommendations to the file ``target`` as they
-    come (in block order); returns the summed counts."""
+    come (in block order), reporting progress over ``members_total``; returns the summed counts."""
     counts = {"members": 0, "members_on_fallback": 0, "members_with_coefficients": 0, "pairs_scored": 0,
               "recommendations": 0}
     _SHARED.update(rescorer=rescorer, top_n=top_n, max_per_company=max_per_company)
     try:
         with pq.ParquetWriter(target, RECOMMENDATION_SCHEMA, compression="zstd") as writer:
-            for result in ordered_map(_score_task, blocks, processes):
+            results = track(ordered_map(_score_task, blocks, processes), "rescore", total=members_total,
+                            unit="members", weight=lambda r: r.members, logger=log)
+            for result in results:
                 if result.recommendations.num_rows:
                     writer.write_batch(result.recommendations)
                 counts["members"] += result.members
@@ -282,7 +285,7 @@ def rescore(
             blocks = member_blocks(profile_files, candidate_files, bounds, applied_members, applied_jobs,
                                    spill_dir=tmp)
             counts = _write_local(tmp / "part-00000.parquet", rescorer, blocks, top_n, max_per_company,
-                                  processes or default_processes())
+                                  processes or default_processes(), members_total=len(profile_ids))
     seconds = time.time() - started
     members = counts["members"]
     report = {
