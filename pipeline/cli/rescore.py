@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read candidates/ds=D, the day's member/job profiles and a GLMix model directory (default "
             "models/daily/ds=D); drop expired and already-applied jobs, cap jobs per company, keep the top N "
-            "and write recommendations/ds=D (member_id, rank, job_id, score, model_version)."
+            "and write recommendations/ds=D (member_id, rank, job_id, score, model_version, then the score's "
+            "parts part_global + part_member + part_job = score, with part_main, part_cross and cos_<field> "
+            "inside the global part; `jobrec explain MEMBER JOB --ds D` prints every term of a pair)."
         ),
     )
     parser.add_argument("--ds", required=True, help="day to re-score, YYYY-MM-DD")
