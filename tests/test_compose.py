@@ -166,3 +166,9 @@ def test_compose_publishes_ports_on_loopback_only(compose) -> None:
         for port in ports:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every host interface"
     assert "ports" not in compose["services"]["redis"]
+
+
+def test_compose_redis_fsyncs_every_acknowledged_write(compose) -> None:
+    command = [str(part) for part in compose["services"]["redis"]["command"]]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"
