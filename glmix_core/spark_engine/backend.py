@@ -41,10 +41,12 @@ from ..spec import CoordinateSpec, GLMixSpec
 from .blocks import (
     ROW_BITS,
     ROW_MASK,
+    Resident,
     arrow_partitions,
     entity_partitions,
     input_dataframe,
     local_parquet_files,
+    new_token,
     parquet_partitions,
     split_by,
     table_partitions,
@@ -81,6 +83,7 @@ class SparkBackend:
         self.sc = spark.sparkContext
         self.spec, self.loss = spec, get_loss(spec.task)
         self._cached: list = []
+        self.token = new_token()  # tags this fit's partition values kept by the Python workers (blocks.Resident)
         columns = [spec.response] + [c for c in (spec.weight, spec.offset, spec.uid) if c]
         for c in spec.coordinates:
             columns += ([c.entity] if c.entity else []) + list(c.features) + list(c.feature_bags)
@@ -258,12 +261,19 @@ class SparkBackend:
             yield pa.concat_tables(tables, promote_options="default") if tables else None
 
         routed = home.flatMap(route).partitionBy(parts, lambda d: d).mapPartitions(gather, preservesPartitioning=True)
-        subs = self.sc.parallelize(split_model(prev, parts) if prev is not None else [None] * parts, parts)
-        bc = self.sc.broadcast((vocab, normalization, self.starts))
+        # the warm-start pieces travel in the broadcast: zipping a second Python RDD would run two Python
+        # workers per task, and the workers' pool would keep the extra ones for the rest of the fit
+        subs = split_model(prev, parts) if prev is not None else [None] * parts
+        bc = self.sc.broadcast((vocab, normalization, self.starts, subs))
 
-        def build(pair):
-            table, sub = pair
-            vocab, normalization, starts = bc.value
+        token, name = self.token, cspec.name
+
+        def build(index, tables):
+            vocab, normalization, starts, subs = bc.value
+            for table in tables:
+                yield Resident(token, name, build_state(table, subs[index], vocab, normalization, starts))
+
+        def build_state(table, sub, vocab, normalization, starts):
             if table is None or table.num_rows == 0:
                 return {"rows": np.zeros(0, np.int64), "coord": None}
             try:
@@ -279,8 +289,8 @@ class SparkBackend:
                 chunk.dense = None
             return {"rows": _global_rows(table, starts), "coord": coord}
 
-        states = self._keep(routed.zip(subs).map(build))
-        summaries = states.mapPartitionsWithIndex(lambda i, it: [partition_summary(i, s) for s in it]).collect()
+        states = self._keep(routed.mapPartitionsWithIndex(build, preservesPartitioning=True))
+        summaries = states.mapPartitionsWithIndex(lambda i, it: [partition_summary(i, s.open(i)) for s in it]).collect()
         _raise_errors(s.get("error") for s in summaries)
         return SparkRandomCoordinate(cspec.name, states, summaries, vocab, int(self.y.size))
 

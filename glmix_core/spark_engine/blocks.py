@@ -12,6 +12,8 @@ Rows are sent to a random-effect partition by ``crc32(str(entity)) % partitions`
 
 from __future__ import annotations
 
+import pickle
+import uuid
 import zlib
 
 import numpy as np
@@ -32,6 +34,38 @@ class InlineValue:
 
     def unpersist(self) -> None:
         self.value = None
+
+
+# What this Python worker process keeps of the current fit's cached partitions: {(fit token, name, partition):
+# value}. Spark streams a cached partition's bytes to a Python worker and unpickles them for every task;
+# a worker that has seen the partition before skips that (and keeps what the value builds lazily, such as the
+# dense blocks of a random effect's design).
+_RESIDENT: dict[tuple[str, str, int], object] = {}
+
+
+class Resident:
+    """What a cached partition holds: ``value`` pickled once (Spark copies the bytes as they are), tagged with
+    the fit's token and a name; ``open`` returns the value, unpickled at most once per worker process."""
+
+    def __init__(self, token: str, name: str, value):
+        self.token, self.name = token, name
+        self.blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def open(self, index: int):
+        """The value, from this worker's memory when it served partition ``index`` of this fit before; the
+        previous fit's values are dropped when another fit's partition arrives."""
+        key = (self.token, self.name, index)
+        value = _RESIDENT.get(key)
+        if value is None:
+            if any(k[0] != self.token for k in _RESIDENT):
+                _RESIDENT.clear()
+            value = _RESIDENT[key] = pickle.loads(self.blob)
+        return value
+
+
+def new_token() -> str:
+    """A fit-unique tag for ``Resident`` values."""
+    return uuid.uuid4().hex
 
 
 def share(sc, value, nbytes: int):

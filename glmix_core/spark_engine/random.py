@@ -3,7 +3,9 @@
 Each entity partition holds the local engine's ``RandomCoordinate`` for the entities hashed there, built by
 ``glmix_core.building.random_coordinate`` exactly as the local backend builds its one coordinate (the
 vocabulary, normalization and row keys are global), plus the global positions of its rows. The partitions
-are shuffled into place once per fit and then only read (persisted, never rewritten).
+are shuffled into place once per fit and then only read (persisted, never rewritten). Each is cached as a
+``blocks.Resident``: a Python worker unpickles a partition's state once per fit and keeps it (with the dense
+blocks it builds on first use) for later jobs.
 
 The driver holds what the PBCD driver touches: the pair values (in partition order), their prior, the
 per-row score vector and the ``PairIndex``. An update ships the offset and the values (``share``), runs the batched
@@ -48,7 +50,8 @@ def partition_summary(index: int, state: dict) -> dict:
 
 
 class SparkRandomCoordinate:
-    """One random effect over ``states`` (RDD, one ``{"rows", "coord"}`` per entity partition, persisted),
+    """One random effect over ``states`` (RDD, one ``Resident`` ``{"rows", "coord"}`` per entity partition,
+    persisted),
     built from the partitions' ``partition_summary`` dicts (in partition order)."""
 
     def __init__(self, name: str, states, summaries: list[dict], features: FeatureIndexMap, n_rows: int):
@@ -135,7 +138,8 @@ class SparkRandomCoordinate:
 
         def run(index, states):
             offset, values, slices = bc.value
-            for state in states:
+            for cached in states:
+                state = cached.open(index)
                 coord = state["coord"]
                 if coord is None or index not in slices:
                     continue
