@@ -82,9 +82,9 @@ class SparkFixedData:
                 return blk["start"], scores, 0.0, None, None, None
             eta = off + (scores if blk["fit"] is None else scores[blk["fit"]])
             d1, d2 = loss.derivatives(y, eta)
-            H = np.asarray((X.T @ X.multiply((w * d2)[:, None]).tocsr()).todense()) if hessian else None
-            return (blk["start"], scores, loss.total(y, eta, w), np.asarray(X.T @ (w * d1)).ravel(),
-                    np.asarray(X.multiply(X).T @ (w * d2)).ravel(), H)
+            H = _weighted_gram(X, w * d2) if hessian else None
+            diag = np.diag(H).copy() if hessian else np.asarray(X.multiply(X).T @ (w * d2)).ravel()
+            return blk["start"], scores, loss.total(y, eta, w), np.asarray(X.T @ (w * d1)).ravel(), diag, H
 
         pieces = self.blocks.map(part).collect()
         p = coef.size
@@ -149,6 +149,18 @@ class SparkFixedData:
         H = self._at_offset(coef, offset, hessian=True)[3]
         H[np.diag_indices_from(H)] += l2
         return H
+
+
+DENSE_GRAM_MAX_CELLS = 1 << 22  # rows x features up to which X' diag(v) X goes through a dense copy (32 MiB)
+
+
+def _weighted_gram(X, v: np.ndarray) -> np.ndarray:
+    """X' diag(v) X as a dense array: a sparse X' times the row-scaled X made dense when that is small (BLAS,
+    ~5x faster than the sparse x sparse product for a few dense columns), else sparse x sparse."""
+    scaled = X.multiply(v[:, None])
+    if X.shape[0] * X.shape[1] <= DENSE_GRAM_MAX_CELLS:
+        return np.asarray(X.T @ scaled.toarray())
+    return np.asarray((X.T @ scaled.tocsr()).todense())
 
 
 def _fit_rows(blk: dict, offset: np.ndarray):
