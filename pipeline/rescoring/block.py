@@ -89,17 +89,23 @@ def select_top(
     """
     order = np.argsort(-scores, kind="stable")
     order = order[np.argsort(member_rows[order], kind="stable")]
-    member_rows, job_rows, scores = member_rows[order], job_rows[order], scores[order]
-    if max_per_company is not None and len(order):
-        # Stable sort on (member, company) keeps score order inside each group: rank = offset in group.
-        key = member_rows.astype(np.int64) * (int(company.max()) + 1) + company[job_rows]
+    return _capped_top(member_rows[order], job_rows[order], scores[order], company, top_n, max_per_company)
+
+
+def _capped_top(rows: np.ndarray, jobs: np.ndarray, values: np.ndarray, company: np.ndarray, top_n: int,
+                max_per_company: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of pairs sorted by row and, within a row, best first: at most ``max_per_company`` per (row, company),
+    then the first ``top_n`` per row; (rows, jobs, values, 1-based rank)."""
+    if max_per_company is not None and len(rows):
+        # Stable sort on (row, company) keeps score order inside each group: rank = offset in group.
+        key = rows.astype(np.int64) * (int(company.max()) + 1) + company[jobs]
         by_group = np.argsort(key, kind="stable")
-        keep = np.empty(len(order), dtype=bool)
+        keep = np.empty(len(rows), dtype=bool)
         keep[by_group] = rank_in_groups(key[by_group]) < max_per_company
-        member_rows, job_rows, scores = member_rows[keep], job_rows[keep], scores[keep]
-    rank = rank_in_groups(member_rows)
+        rows, jobs, values = rows[keep], jobs[keep], values[keep]
+    rank = rank_in_groups(rows)
     keep = rank < top_n
-    return member_rows[keep], job_rows[keep], scores[keep], rank[keep] + 1
+    return rows[keep], jobs[keep], values[keep], rank[keep] + 1
 
 
 @dataclass(frozen=True)
@@ -367,15 +373,7 @@ def _top_of_rows(padded, padded_cols, company, top_n, max_per_company, prefix):
     rows = np.broadcast_to(np.arange(len(padded))[:, None], slots.shape)[valid]
     chosen = np.take_along_axis(padded_cols, slots, 1)[valid]
     values = np.take_along_axis(padded, slots, 1)[valid]
-    if max_per_company is not None and len(rows):
-        key = rows.astype(np.int64) * (int(company.max()) + 1) + company[chosen]
-        by_group = np.argsort(key, kind="stable")
-        keep = np.empty(len(rows), dtype=bool)
-        keep[by_group] = rank_in_groups(key[by_group]) < max_per_company
-        rows, chosen, values = rows[keep], chosen[keep], values[keep]
-    rank = rank_in_groups(rows)
-    keep = rank < top_n
-    return rows[keep], chosen[keep], values[keep], rank[keep] + 1
+    return _capped_top(rows, chosen, values, company, top_n, max_per_company)
 
 
 def score_member_block(
