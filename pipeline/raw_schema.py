@@ -121,21 +121,23 @@ class Text:
 
 POSITIVE_ID = IntRange(1, None, "id_not_positive")
 TEXT = Text(max_chars=256)
+# The profile fields members and jobs share.
+PROFILE_TEXT = {
+    "title": Text(max_chars=512),
+    "skills": Text(max_chars=256, max_items=1000),
+    "industry": TEXT, "function": TEXT, "seniority": TEXT, "region": TEXT,
+}
 
 # Rules per table and column, checked in this order; the first reason of a row is the one recorded.
 VALUE_RULES: dict[str, dict[str, IntRange | Text]] = {
     "members": {
         "member_id": POSITIVE_ID,
-        "title": Text(max_chars=512),
-        "skills": Text(max_chars=256, max_items=1000),
-        "industry": TEXT, "function": TEXT, "seniority": TEXT, "region": TEXT,
+        **PROFILE_TEXT,
     },
     "jobs": {
         "job_id": POSITIVE_ID,
         "company_id": POSITIVE_ID,
-        "title": Text(max_chars=512),
-        "skills": Text(max_chars=256, max_items=1000),
-        "industry": TEXT, "function": TEXT, "seniority": TEXT, "region": TEXT,
+        **PROFILE_TEXT,
     },
     "impressions": {
         "impression_id": POSITIVE_ID,
