@@ -127,8 +127,9 @@ def _demo(args: argparse.Namespace) -> int:
             layout = settings.layout
             print("\nWhere to look:", file=out)
             print(f"  full log        {log_path}  (Airflow, Spark and every task's log)", file=out)
-            print(f"  run reports     {layout.report(days[-1]).parent.parent}/ds=*/run.json "
-                  "(full_retrain.json for the full retrain)", file=out)
+            reports = layout.reports_dir()
+            print(f"  run reports     {reports}/ds=*/run.json (full_retrain.json for the full retrain); "
+                  f"pages: {reports}/index.html (across days), ds=*/index.html", file=out)
             print(f"  models          {layout.models_dir()} (current.json = promoted full model; daily/ds=*)",
                   file=out)
             print(f"  recommendations {layout.recommendations(days[-1])}", file=out)
