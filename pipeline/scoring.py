@@ -178,7 +178,10 @@ def _write_local(
               "recommendations": 0}
     _SHARED.update(rescorer=rescorer, top_n=top_n, max_per_company=max_per_company)
     try:
-        with pq.ParquetWriter(target, RECOMMENDATION_SCHEMA, compression="zstd") as writer:
+        # Dictionary pages only where values repeat: on the float columns they cost a third of the write time
+        # and make the file larger.
+        with pq.ParquetWriter(target, RECOMMENDATION_SCHEMA, compression="zstd",
+                              use_dictionary=["member_id", "rank", "job_id", "model_version"]) as writer:
             results = track(ordered_map(_score_task, blocks, processes), "rescore", total=members_total,
                             unit="members", weight=lambda r: r.members, logger=log)
             for result in results:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from pipeline.features.pairs import PairRows, ProfileBlock, field_cosine, rowwise_dot
+from pipeline.features.pairs import PairRows, ProfileBlock, field_cosine
 from pipeline.features.vocab import CATEGORICAL_FIELDS, FIELDS
 from pipeline.rescoring.layout import IdIndex, Rescorer, unit_nonnegative
 
@@ -151,9 +151,12 @@ class MemberBlock:
                               **{f: pa.nulls(len(extra), profiles.schema.field(f).type) for f in FIELDS}})
             profiles = pa.concat_tables([profiles, empty.cast(profiles.schema)])
         ids = profiles["member_id"].to_numpy(zero_copy_only=False).astype(np.int64)
-        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-            order = np.argsort(ids, kind="stable")
-            profiles, ids = profiles.take(pa.array(order)), ids[order]
+        in_order = len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))
+        order = np.arange(len(ids)) if in_order else np.argsort(ids, kind="stable")
+        # ``take`` copies the rows into buffers of their own even when already in order: the profiles are
+        # usually a slice of a whole row group, and pickling a slice (to a worker process) sends the whole
+        # row group's buffers (39 MB per block of 266 members at 100k members, ~15 GB over a day's blocks).
+        profiles, ids = profiles.take(pa.array(order)), ids[order]
         none = np.zeros(0, np.int64)
         return cls(
             ids, profiles, candidate_members, np.asarray(candidate_jobs, dtype=np.int64),
@@ -281,10 +284,8 @@ def pair_parts(
     parts: dict[str, np.ndarray] = {}
     if n == 0:
         return {name: np.zeros(0) for name in PART_COLUMNS}
-    pairs = PairRows.of(m_rows, cols)
-    profile = members.combined()
-    parts["part_member"] = alpha0[m_rows] + rowwise_dot(alpha.tocsr(), jobs.terms, pairs)
-    parts["part_job"] = jobs.beta0[cols] + rowwise_dot(profile, jobs.beta, pairs)
+    parts["part_member"] = alpha0[m_rows] + jobs.pair_dots(alpha, m_rows, cols, on_beta=False)
+    parts["part_job"] = jobs.beta0[cols] + jobs.pair_dots(members.combined(), m_rows, cols, on_beta=True)
     main = np.full(n, fixed.intercept)
     for f in CATEGORICAL_FIELDS:
         main += fixed.member_main[f][members.codes[f][m_rows]] + fixed.job_main[f][jobs.codes[f][cols]]
@@ -295,8 +296,13 @@ def pair_parts(
         cross = cross + table[fixed.cross_slot[f][members.codes[f][m_rows]], jobs.cross_slot[f][cols]]
     parts["part_cross"] = cross
     total = main + cross
+    pairs = PairRows(m_rows, cols, m_rows, m_rows, cols, cols)  # the code path of field_cosine reads left/right
     for fid, f in enumerate(FIELDS):
-        term = fixed.cosine[fid] * np.clip(field_cosine(members, jobs.profiles, pairs, f), 0.0, 1.0)
+        if members.code_weights.get(f) is not None and jobs.profiles.code_weights.get(f) is not None:
+            cosine = field_cosine(members, jobs.profiles, pairs, f)
+        else:
+            cosine = jobs.pair_dots(members.fields[f], m_rows, cols, on_beta=False)
+        term = fixed.cosine[fid] * np.clip(cosine, 0.0, 1.0)
         parts[COSINE_COLUMNS[fid]] = term
         total = total + term
     parts["part_global"] = total

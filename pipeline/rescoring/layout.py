@@ -15,8 +15,9 @@ unit-norm per field, so the clip only removes rounding and the cosine part is li
     score = u_m · v_j + const_m + const_j + gathers(c_m, c_j)
     u_m = [b_field ⊙ q_m + α_m | q_m],   v_j = [s_j | β_j]      (width 2·vocab)
 
-``u_m · v_j`` for a block of members against every active job is one sparse product
-(:meth:`JobSide.scores`); the pairs are read from it. A field whose profiles are not non-negative and
+``u_m · v_j`` for a block of members against every active job is one product (:meth:`JobSide.scores`,
+split by term density: the terms most jobs carry as dense rows, the rest sparse; :class:`SplitProduct`); the
+pairs are read from it. A field whose profiles are not non-negative and
 unit-norm (to :data:`NORM_SLACK`) on some row is left out of ``u_m`` and its clipped cosine is computed pair
 by pair instead (:func:`pipeline.features.pairs.field_cosine`), so the decomposition is exact for any input.
 """
@@ -229,6 +230,101 @@ def unit_nonnegative(matrix: sp.csr_matrix) -> bool:
     return bool(squares.max() <= (1.0 + NORM_SLACK) ** 2)
 
 
+# A term (row of the job-side product) carried by more than this share of the active jobs is multiplied as a
+# dense row: the categorical terms and the per-job coefficients on them fill most of the block × jobs scores,
+# and a sparse product that yields a dense result spends most of its time building it.
+DENSE_TERM_SHARE = 1 / 32
+
+
+@dataclass(frozen=True)
+class SplitProduct:
+    """A sparse ``terms × columns`` matrix split by term density, for dot products with member vectors.
+
+    Terms carried by more than :data:`DENSE_TERM_SHARE` of the columns are kept as dense rows (a SciPy
+    CSR × dense product, a simple loop over each member's non-zeros), the others as CSR (a sparse product
+    with a small result). Every entry is summed in an order fixed by the member row alone, so a member's
+    scores do not depend on the other members of its block (bit-identical across block sizes and engines).
+
+    Attributes:
+        dense_terms, sparse_terms: the terms (rows of the original matrix) of each part, ascending.
+        dense: ``len(dense_terms) × columns`` float64.
+        sparse: CSR ``len(sparse_terms) × columns``.
+        sparse_by_column: ``sparse`` transposed (CSR ``columns × len(sparse_terms)``), for pairs.
+    """
+
+    dense_terms: np.ndarray
+    sparse_terms: np.ndarray
+    dense: np.ndarray
+    sparse: sp.csr_matrix
+    sparse_by_column: sp.csr_matrix
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix, dense_share: float = DENSE_TERM_SHARE) -> SplitProduct:
+        matrix = matrix.tocsr()
+        per_term = np.diff(matrix.indptr)
+        dense = per_term > dense_share * max(matrix.shape[1], 1)
+        dense_terms, sparse_terms = np.flatnonzero(dense), np.flatnonzero(~dense)
+        sparse = matrix[sparse_terms].tocsr()
+        sparse.sort_indices()
+        return cls(dense_terms, sparse_terms, matrix[dense_terms].toarray(), sparse, sparse.T.tocsr())
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.dense_terms) + len(self.sparse_terms), self.dense.shape[1])
+
+    def to_csr(self) -> sp.csr_matrix:
+        """The whole matrix as CSR again (terms in their original order)."""
+        stacked = sp.vstack([sp.csr_matrix(self.dense), self.sparse], format="csr")
+        order = np.argsort(np.concatenate([self.dense_terms, self.sparse_terms]), kind="stable")
+        return stacked[order].tocsr()
+
+    def _split(self, members: sp.csr_matrix, offset: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """``members`` (whose column c is term ``offset + c``) as its dense-term and sparse-term parts."""
+        members = sp.csr_matrix(members)
+        n_terms = self.shape[0]
+        is_dense = np.zeros(n_terms, dtype=bool)
+        is_dense[self.dense_terms] = True
+        position = np.empty(n_terms, dtype=np.int64)
+        position[self.dense_terms] = np.arange(len(self.dense_terms))
+        position[self.sparse_terms] = np.arange(len(self.sparse_terms))
+        term = members.indices.astype(np.int64) + offset
+        row = np.repeat(np.arange(members.shape[0]), np.diff(members.indptr))
+        parts = []
+        for keep, width in ((is_dense[term], len(self.dense_terms)), (~is_dense[term], len(self.sparse_terms))):
+            indptr = np.zeros(members.shape[0] + 1, dtype=np.int64)
+            np.cumsum(np.bincount(row[keep], minlength=members.shape[0]), out=indptr[1:])
+            parts.append(sp.csr_matrix((members.data[keep], position[term[keep]], indptr),
+                                       shape=(members.shape[0], width)))
+        return parts[0], parts[1]
+
+    def block(self, members: sp.csr_matrix, offset: int = 0) -> np.ndarray:
+        """Dense ``members @ matrix[offset:offset + members' width]`` (rows × columns): member vectors whose
+        column c is term ``offset + c``."""
+        on_dense, on_sparse = self._split(members, offset)
+        out = on_dense @ self.dense if on_dense.nnz else np.zeros((members.shape[0], self.shape[1]))
+        rest = (on_sparse @ self.sparse).tocsr()
+        if rest.nnz:  # a CSR product holds each (row, column) once, so the fancy += adds every entry
+            flat = np.repeat(np.arange(rest.shape[0]) * out.shape[1], np.diff(rest.indptr)) + rest.indices
+            out.ravel()[flat] += rest.data
+        return out
+
+    def pairs(self, members: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray, offset: int = 0) -> np.ndarray:
+        """``members[rows[i]] · matrix[offset:, columns[i]]`` for every i (member column c is term
+        ``offset + c``), without the block × columns product."""
+        on_dense, on_sparse = self._split(members, offset)
+        rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+        counts = np.diff(on_dense.indptr)[rows]
+        pair = np.repeat(np.arange(len(rows)), counts)
+        starts = np.repeat(on_dense.indptr[rows] - np.r_[0, np.cumsum(counts)[:-1]], counts)
+        entry = starts + np.arange(len(pair))
+        flat = on_dense.indices[entry].astype(np.int64) * self.dense.shape[1] + columns[pair]
+        contribution = on_dense.data[entry] * self.dense.ravel()[flat]
+        out = np.bincount(pair, weights=contribution, minlength=len(rows)).astype(np.float64, copy=False)
+        if on_sparse.nnz and self.sparse.nnz:
+            out += np.asarray(on_sparse[rows].multiply(self.sparse_by_column[columns]).sum(axis=1)).ravel()
+        return out
+
+
 @dataclass(frozen=True)
 class JobSide:
     """The day's jobs, laid out once per run and shared with every block (workers, Spark broadcast).
@@ -240,7 +336,7 @@ class JobSide:
         index: :class:`IdIndex` of ``job_ids``.
         column: per job row, its column (-1 for jobs that are not active).
         rows: per column, its job row (ascending: columns are in job_id order).
-        product: CSR ``[s_j | β_j]ᵀ`` of the columns (2·width × columns).
+        product: ``[s_j | β_j]ᵀ`` of the columns (2·width × columns), split by term density.
         company: per column, a dense company code (for the per-company cap).
         constant: per column, β_j0 plus the job's main effects.
         codes: per categorical field, the column's field-local code (-1: none).
@@ -249,8 +345,6 @@ class JobSide:
         exact_fields: fields whose cosine is computed pair by pair for every block (some job row is not
             non-negative and unit-norm there).
         with_coefficients: how many job rows have per-job coefficients.
-        terms: per column, the job profile s_j (CSR columns × width; for the explanation parts).
-        beta: per column, the per-job coefficients β_j over the member profile columns (CSR columns × width).
         beta0: per column, the per-job intercept β_j0.
     """
 
@@ -258,7 +352,7 @@ class JobSide:
     index: IdIndex
     column: np.ndarray
     rows: np.ndarray
-    product: sp.csr_matrix
+    product: SplitProduct
     company: np.ndarray
     constant: np.ndarray
     codes: dict[str, np.ndarray]
@@ -266,8 +360,6 @@ class JobSide:
     profiles: ProfileBlock
     exact_fields: tuple[str, ...]
     with_coefficients: int
-    terms: sp.csr_matrix
-    beta: sp.csr_matrix
     beta0: np.ndarray
 
     @property
@@ -280,10 +372,14 @@ class JobSide:
         return np.where(rows >= 0, self.column[np.maximum(rows, 0)], -1) if len(self.column) else rows
 
     def scores(self, members: sp.csr_matrix) -> np.ndarray:
-        """Dense ``members @ product`` (block rows × columns) for member vectors ``u_m`` (2·width wide): one
-        SciPy sparse product (faster here than splitting frequent terms into a dense BLAS product, and each
-        row's sums do not depend on the other rows of the block)."""
-        return (members @ self.product).toarray()
+        """Dense ``members @ product`` (block rows × columns) for member vectors ``u_m`` (2·width wide)."""
+        return self.product.block(members)
+
+    def pair_dots(self, members: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray, *, on_beta: bool) -> np.ndarray:
+        """Per pair, the member vector ``members[rows[i]]`` (width wide) dotted with column ``columns[i]``'s job
+        profile s_j (``on_beta`` false) or its per-job coefficients β_j (``on_beta`` true)."""
+        width = self.product.shape[0] // 2
+        return self.product.pairs(members, rows, columns, offset=width if on_beta else 0)
 
 
 @dataclass(frozen=True)
@@ -364,9 +460,7 @@ def build_rescorer(
     beta, beta0, found = job_coefficients.rows(job_ids[rows])
     column = np.full(len(job_ids), -1, dtype=np.int64)
     column[rows] = np.arange(len(rows))
-    terms = profiles.combined()
-    product = sp.hstack([terms, beta], format="csr").T.tocsr()
-    product.sort_indices()
+    product = SplitProduct.of(sp.hstack([profiles.combined(), beta], format="csr").T.tocsr())
     constant = beta0 + fixed.constants(profiles.codes, fixed.job_main)
     cross_slot = {f: slots[profiles.codes[f]] for f, slots in fixed.cross_slot.items()}
     exact = tuple(f for f in FIELDS if not unit_nonnegative(profiles.fields[f]))
@@ -377,7 +471,7 @@ def build_rescorer(
         job_ids=job_ids, index=IdIndex.of(job_ids), column=column, rows=rows, product=product,
         company=company.astype(np.int64), constant=constant, codes=profiles.codes, cross_slot=cross_slot,
         profiles=profiles, exact_fields=exact, with_coefficients=int(found.sum()),
-        terms=terms, beta=beta.tocsr(), beta0=np.asarray(beta0, dtype=np.float64),
+        beta0=np.asarray(beta0, dtype=np.float64),
     )
     prior = fixed.intercept + constant
     pool = np.lexsort((job_ids[rows], -prior))[:fallback_pool]
