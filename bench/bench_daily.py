@@ -2,12 +2,18 @@
 
     .venv/bin/python bench/bench_daily.py            # small: 2,000 members × 500 jobs
     .venv/bin/python bench/bench_daily.py --full     # the issue's size: 100,000 members × 20,000 jobs
+    .venv/bin/python bench/bench_daily.py --members 1000000 --jobs 100000 --home /tmp/day1m   # the 1M day
+    .venv/bin/python bench/bench_daily.py --full --home /tmp/day100k --engine spark           # DAG engine=spark
+
+With ``--home`` the data folder is kept and its setup reused by the next run with the same sizes
+(``--setup-only`` builds just the setup), so a change can be timed again without rebuilding it.
 
 Setup (not timed as the daily run): a synthetic marketplace of two days and the periodic DAG on day 1 (full
 GLMix, promoted). Measured: the daily DAG for day 2 run with ``dag.test()`` (real Airflow, SQLite metadata
 DB, local Spark, Whoosh, glmix_core, embedded Redis): its wall time, each task's time from the run report,
-and peak memory (this process's max RSS — tasks run in-process —, the max RSS of finished child processes,
-and the peak RSS (VmHWM) of the still-running Spark JVM). Beside retrieval's and re-scoring's task times it
+and peak memory: per task (from the run report: the task's process plus its worker processes, by PSS,
+:mod:`pipeline.memory`), and per process (this process's max RSS — tasks run in-process —, the max RSS of
+finished child processes, and the peak RSS (VmHWM) of the still-running Spark JVM). Beside retrieval's and re-scoring's task times it
 prints each one's same-run SciPy sparse-product limit (``bench_rescore.scipy_limits``: the plain product of the
 day's member blocks with the job matrix, measured on the same data right after the run, with the same worker
 processes) and the ratios. Writes ``bench/out/daily.json``.
@@ -32,25 +38,6 @@ START = "2024-01-01"
 DAY2 = "2024-01-02"
 
 
-def _child_pids(root: int) -> list[int]:
-    """All live descendants of ``root`` (from /proc), e.g. the Spark JVM started by pyspark."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        kids = [p for p, parent in parents.items() if parent == pid]
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
-
-
 def _peak_rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -68,6 +55,10 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--home", default=None, help="data folder (default: a fresh temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="skip the SciPy sparse-product limits (they redo retrieval's product: minutes at 1M)")
+    parser.add_argument("--engine", choices=["local", "spark"], default="local",
+                        help="the daily DAG's engine param: spark runs training, retrieval and re-scoring on Spark")
     parser.add_argument(
         "--setup-only", action="store_true",
         help="only build the setup (synthetic days + promoted model) in --home; a later run with the same "
@@ -111,15 +102,17 @@ def main() -> int:
         return 0
 
     started = time.perf_counter()
-    daily = run_dag("jobrec_daily", DAY2, {"gate_margin": 0.05})
+    daily = run_dag("jobrec_daily", DAY2, {"gate_margin": 0.05, "engine": args.engine})
     wall_s = time.perf_counter() - started
-    jvm_peak = max((_peak_rss_mib(pid) for pid in _child_pids(os.getpid())), default=0.0)
+    from pipeline.memory import descendants
+
+    jvm_peak = max((_peak_rss_mib(pid) for pid in descendants(os.getpid())), default=0.0)
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report = json.loads(settings.layout.report(DAY2).read_text()) if settings.layout.report(DAY2).exists() else {}
     timings = report.get("timings_seconds", {})
     limits = {}
-    if daily["state"] == "success":
+    if daily["state"] == "success" and not args.no_limits:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_rescore import scipy_limits
 
@@ -135,10 +128,14 @@ def main() -> int:
         "members": members,
         "jobs": jobs,
         "cores": os.cpu_count(),
+        "engine": args.engine,
         "state": daily["state"],
         "tasks_state": daily["tasks"],
         "daily_wall_seconds": round(wall_s, 1),
         "task_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "task_peak_memory_mib": report.get("peak_memory_mib", {}),
+        "task_spark_jvm_peak_mib": {t: r["spark_jvm_peak_mib"] for t, r in report.get("tasks", {}).items()
+                                    if isinstance(r, dict) and "spark_jvm_peak_mib" in r},
         "sum_task_seconds": round(sum(timings.values()), 1),
         "airflow_overhead_seconds": round(wall_s - sum(timings.values()), 1),
         "setup_synth_seconds": round(synth_s, 1),
@@ -158,12 +155,15 @@ def main() -> int:
     print(f"  wall time        {wall_s:8.1f} s  (tasks {result['sum_task_seconds']} s, Airflow overhead "
           f"{result['airflow_overhead_seconds']} s)")
     limit_of = {"retrieve_candidates": "retrieval_limit_seconds", "rescore": "rescore_limit_seconds"}
+    task_memory = report.get("peak_memory_mib", {})
+    print(f"  {'task':<20s} {'seconds':>10s} {'peak MiB':>9s}")
     for task, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
+        peak = task_memory.get(task)
         extra = ""
         if task in limit_of and limits.get(limit_of[task]):
             extra = (f"   SciPy sparse-product limit {limits[limit_of[task]]:.1f} s, "
                      f"ratio {limits[f'{task}_over_its_limit']:.2f}")
-        print(f"  {task:<20s} {seconds:8.1f} s{extra}")
+        print(f"  {task:<20s} {seconds:8.1f} s {peak if peak is not None else float('nan'):9.0f}{extra}")
     if "rescore_over_retrieval" in limits:
         print(f"  rescore / retrieve_candidates: {limits['rescore_over_retrieval']:.2f}")
     print(f"  peak RSS: python {self_peak:.0f} MiB, children {children_peak:.0f} MiB, Spark JVM {jvm_peak:.0f} MiB")

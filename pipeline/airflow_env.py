@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.memory import PeakMemory
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,11 @@ def ensure_pools(env: dict[str, str]) -> None:
 def call_pipeline(target: str, ds: str | None, params: dict | None = None, **kwargs) -> dict:
     """Run one pipeline task function for an Airflow task and return its result with its wall time.
 
-    ``target`` is ``"module:function"`` with the contract ``f(ds, settings, **kwargs) -> dict``. Settings
-    come from the environment, with the run's ``top_n``/``candidates_k`` params (trigger form) applied, so
-    each task calls its function with explicit values and never reads "latest" or ``now()``.
+    ``target`` is ``"module:function"`` with the contract ``f(ds, settings, **kwargs) -> dict``. The result
+    also gets the task's peak memory (``peak_rss_mib``, ``peak_memory_mib``, ``spark_jvm_peak_mib``: see
+    :mod:`pipeline.memory`). Settings come from the environment, with the run's ``top_n``/``candidates_k``
+    params (trigger form) applied, so each task calls its function with explicit values and never reads
+    "latest" or ``now()``.
     """
     import importlib
     import time
@@ -227,11 +230,15 @@ def call_pipeline(target: str, ds: str | None, params: dict | None = None, **kwa
     function = getattr(importlib.import_module(module_name), function_name)
     log.info("%s(ds=%s, home=%s, %s)", target, ds, settings.home, kwargs if kwargs else "")
     started = time.perf_counter()
-    result = function(ds, settings, **kwargs)
+    with PeakMemory() as memory:
+        result = function(ds, settings, **kwargs)
     seconds = round(time.perf_counter() - started, 3)
     result = dict(result or {})
     result.setdefault("seconds", seconds)
-    log.info("%s done in %.1fs: %s", target, seconds, {k: v for k, v in result.items() if k != "results"})
+    for key, value in memory.result.items():
+        result.setdefault(key, value)
+    log.info("%s done in %.1fs (peak memory %s MiB): %s", target, seconds, memory.result.get("peak_memory_mib"),
+             {k: v for k, v in result.items() if k != "results"})
     return result
 
 

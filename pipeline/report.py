@@ -2,8 +2,9 @@
 
 Each task function returns a dict of counts and metrics (plus ``seconds``, its wall time, added by the DAG
 wrapper). The report keeps every task's dict whole under ``tasks`` (and their order under ``task_order``)
-and also flattens them into ``counts`` (integers), ``metrics`` (other numbers) and ``timings_seconds``, so a
-reader can diff two days without knowing each task's keys. The daily run's report also summarises the day's
+and also flattens them into ``counts`` (integers), ``metrics`` (other numbers), ``timings_seconds`` and
+``peak_memory_mib`` (per task: its process and worker processes, :mod:`pipeline.memory`), so a reader can
+diff two days without knowing each task's keys. The daily run's report also summarises the day's
 recommendations Parquet under ``recommendations`` (score histogram, the jobs recommended most often), as no
 task returns those.
 
@@ -54,10 +55,13 @@ def write_run_report(ds: str, settings: Settings, results: dict, name: str = "ru
     counts: dict[str, int] = {}
     metrics: dict[str, float] = {}
     timings: dict[str, float] = {}
+    memory: dict[str, float] = {}
     for task_id, result in tasks.items():
         for key, value in result.items():
             if key == "seconds" and isinstance(value, numbers.Real):
                 timings[task_id] = float(value)
+            elif key == "peak_memory_mib" and isinstance(value, numbers.Real):
+                memory[task_id] = float(value)
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 continue
             elif isinstance(value, numbers.Integral):
@@ -75,6 +79,7 @@ def write_run_report(ds: str, settings: Settings, results: dict, name: str = "ru
         "metrics": metrics,
         "timings_seconds": timings,
         "total_task_seconds": total,
+        "peak_memory_mib": memory,
     }
     errors: list[str] = []
     if name == "run":

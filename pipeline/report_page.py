@@ -449,17 +449,19 @@ def _validation_table(validation: dict) -> str:
 
 def _tasks_table(report: dict, known: tuple[str, ...]) -> str:
     tasks, timings = report.get("tasks") or {}, report.get("timings_seconds") or {}
+    memory = report.get("peak_memory_mib") or {}
     rows = []
     for task in _task_order(report, known):
         result = tasks.get(task) or {}
         facts = ", ".join(
             f"{_esc(k)} {_esc(_fmt(v, 4) if isinstance(v, float) else _fmt(v))}"
             for k, v in result.items()
-            if k != "seconds" and _num(v) is not None
+            if k not in ("seconds", "peak_memory_mib", "peak_rss_mib") and _num(v) is not None
         )[:300]
-        seconds = _num(timings.get(task))
-        rows.append([_esc(task), _seconds(seconds) if seconds is not None else "–", facts or "–"])
-    return _table(["task", "time", "figures it returned"], rows, numeric=[1])
+        seconds, peak = _num(timings.get(task)), _num(memory.get(task))
+        rows.append([_esc(task), _seconds(seconds) if seconds is not None else "–",
+                     f"{peak:,.0f} MiB" if peak is not None else "–", facts or "–"])
+    return _table(["task", "time", "peak memory", "figures it returned"], rows, numeric=[1, 2])
 
 
 def render_day_page(ds: str, reports: dict[str, dict]) -> str:

@@ -128,7 +128,10 @@ def write_candidates(target: Path, batches: Iterable[pa.RecordBatch], rank_count
 
     rows = 0
     with atomic_directory(target) as tmp:
-        with pq.ParquetWriter(tmp / "part-00000.parquet", CANDIDATE_SCHEMA, compression="zstd") as writer:
+        # Dictionary pages on member_id only: on the other columns they cost more than half of the write time
+        # (the day's largest file, 100M rows at 100k members) and make the file larger.
+        with pq.ParquetWriter(tmp / "part-00000.parquet", CANDIDATE_SCHEMA, compression="zstd",
+                              use_dictionary=["member_id"]) as writer:
             for record_batch in batches:
                 writer.write_batch(record_batch)
                 rows += record_batch.num_rows

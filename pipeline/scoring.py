@@ -181,7 +181,7 @@ def _write_local(
         # Dictionary pages only where values repeat: on the float columns they cost a third of the write time
         # and make the file larger.
         with pq.ParquetWriter(target, RECOMMENDATION_SCHEMA, compression="zstd",
-                              use_dictionary=["member_id", "rank", "job_id", "model_version"]) as writer:
+                              use_dictionary=["member_id", "model_version"]) as writer:
             results = track(ordered_map(_score_task, blocks, processes), "rescore", total=members_total,
                             unit="members", weight=lambda r: r.members, logger=log)
             for result in results:
