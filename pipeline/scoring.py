@@ -28,6 +28,7 @@ with the block, not with the number of members; ``spark`` scores the same blocks
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -56,7 +57,7 @@ from pipeline.rescoring.block import (
     select_top,
     sorted_distinct,
 )
-from pipeline.rescoring.layout import Rescorer, build_rescorer
+from pipeline.rescoring.layout import Rescorer, build_rescorer, pairwise_pays
 from pipeline.rescoring.stream import member_ranges, ordered_map, partition_files, read_key_column
 from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
 
@@ -266,11 +267,15 @@ def rescore(
     profile_files = partition_files(layout.features("member_profiles", ds))
     candidate_files = partition_files(cand_path)
     profile_ids = sorted_distinct(read_key_column(profile_files))
+    candidate_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in candidate_files)
+    pairwise = pairwise_pays(candidate_rows / max(len(profile_ids), 1), rescorer.jobs.n_active)
+    rescorer = dataclasses.replace(rescorer, pairwise=pairwise)
     block_members = int(block_members or block_members_for(rescorer.jobs.n_active))
     bounds = profile_ids[block_members::block_members]
-    log.info("rescore %s (%s engine): model %s, %d profiled members in %d blocks of %d, %d jobs (%d active)",
-             ds, engine, version, len(profile_ids), len(bounds) + 1, block_members, len(rescorer.jobs.job_ids),
-             rescorer.jobs.n_active)
+    log.info("rescore %s (%s engine): model %s, %d profiled members in %d blocks of %d, %d jobs (%d active), "
+             "%d candidate pairs scored %s", ds, engine, version, len(profile_ids), len(bounds) + 1, block_members,
+             len(rescorer.jobs.job_ids), rescorer.jobs.n_active, candidate_rows,
+             "pair by pair" if pairwise else "by block products")
     target = layout.recommendations(ds)
     setup_seconds = time.time() - started
     with atomic_directory(target) as tmp:
@@ -303,6 +308,7 @@ def rescore(
         "recommendations": counts["recommendations"],
         "blocks": int(len(bounds) + 1),
         "block_members": block_members,
+        "product": "pairs" if pairwise else "block",
         "setup_seconds": round(setup_seconds, 3),
         "seconds": round(seconds, 3),
         "members_per_second": round(members / seconds, 1) if seconds > 0 else None,

@@ -116,9 +116,19 @@ def test_recommendations_are_the_top_of_every_eligible_pair_by_the_glmix_score(s
     np.testing.assert_allclose(recs["score"].to_numpy(), rs, rtol=0, atol=1e-9)
 
 
-def test_scores_equal_glmix_model_score_and_the_pre_block_formula_on_the_same_pairs(settings):
+@pytest.fixture(params=["block", "pairs"])
+def product_mode(request, monkeypatch) -> str:
+    """Run a test with block products (the default at this size) and with candidate pairs scored one by one."""
+    import pipeline.scoring
+
+    monkeypatch.setattr(pipeline.scoring, "pairwise_pays", lambda *_: request.param == "pairs")
+    return request.param
+
+
+def test_scores_equal_glmix_model_score_and_the_pre_block_formula_on_the_same_pairs(settings, product_mode):
     world = make_world(settings, seed=2)
-    rescore(DAY, settings, top_n=1000, max_per_company=None)
+    report = rescore(DAY, settings, top_n=1000, max_per_company=None)
+    assert report["product"] == product_mode
     recs = recommendations(settings)
     m, j = recs["member_id"].to_numpy(), recs["job_id"].to_numpy()
     space = space_of(world)
@@ -128,7 +138,7 @@ def test_scores_equal_glmix_model_score_and_the_pre_block_formula_on_the_same_pa
     np.testing.assert_allclose(recs["score"].to_numpy(), formula_scores(world, space, m, j), rtol=0, atol=1e-9)
 
 
-def test_profiles_that_are_not_unit_norm_still_score_with_clipped_cosines(settings):
+def test_profiles_that_are_not_unit_norm_still_score_with_clipped_cosines(settings, product_mode):
     world = make_world(settings, seed=3, title_norm=1.7)  # title cosines above 1 are clipped to 1
     rescore(DAY, settings, top_n=1000, max_per_company=None)
     recs = recommendations(settings)
@@ -146,6 +156,24 @@ def test_block_size_and_worker_processes_do_not_change_a_single_bit(settings):
         report = rescore(DAY, settings, **kwargs)
         assert report["blocks"] > 8
         assert recommendations(settings).equals(one), kwargs
+
+
+def test_scoring_pair_by_pair_gives_the_same_bits_as_block_products(settings, monkeypatch):
+    import pipeline.scoring
+
+    make_world(settings, seed=4)
+    assert rescore(DAY, settings, processes=1)["product"] == "block"
+    by_block = recommendations(settings)
+    monkeypatch.setattr(pipeline.scoring, "pairwise_pays", lambda *_: True)
+    for kwargs in ({"processes": 1}, {"processes": 2, "block_members": 7}):
+        assert rescore(DAY, settings, **kwargs)["product"] == "pairs"
+        assert recommendations(settings).equals(by_block), kwargs
+
+
+def test_pairs_pay_only_with_few_candidates_among_many_active_jobs():
+    from pipeline.rescoring.layout import pairwise_pays
+
+    assert not pairwise_pays(1000, 20_000) and pairwise_pays(1000, 80_000) and not pairwise_pays(10, 0)
 
 
 def test_candidates_in_any_file_order_give_the_same_recommendations(settings):

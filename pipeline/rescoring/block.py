@@ -246,7 +246,10 @@ def pair_scores(
     profile = members.combined()
     weighted = (profile @ sp.diags(rescorer.column_weights(exact))).tocsr() + alpha
     vectors = sp.hstack([weighted, profile], format="csr")
-    score = jobs.scores(vectors).ravel()[m_rows * jobs.n_active + cols]
+    if rescorer.pairwise:
+        score = jobs.product.pairs(vectors, m_rows, cols)
+    else:
+        score = jobs.scores(vectors).ravel()[m_rows * jobs.n_active + cols]
     # Member terms are repeated over the member's pairs (pairs come grouped by member).
     member_constant = fixed.intercept + alpha0 + fixed.constants(members.codes, fixed.member_main)
     score += np.repeat(member_constant, counts)
