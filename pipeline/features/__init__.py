@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import Settings
-from pipeline.features.vocab import FIELDS
 from pipeline.progress import progress
 from pipeline.storage import RAW_TABLES, atomic_directory, check_ds, write_partition
 
@@ -129,26 +128,38 @@ def build_features(ds: str, settings: Settings, shards: int | None = None) -> di
 
 
 
+def _one_row_per_id(docs, id_col: str, ds: str, settings: Settings, partitions: int):
+    """``docs`` spread over ``partitions``; raw rows that were never validated keep one row per ID (validation
+    quarantines repeated IDs, and profiles are computed row by row)."""
+    from pipeline.validation import was_validated
+
+    if not was_validated(ds, settings):
+        docs = docs.dropDuplicates([id_col])
+    return docs.repartition(max(partitions, 1))
+
+
 def _build(
     ds: str, settings: Settings, spark, shards: int, started: float, step_done: Callable[[], None]
 ) -> dict:
     """The stages of :func:`build_features`; calls ``step_done()`` after each of :data:`FEATURE_STEPS`."""
     from pyspark.sql import functions as F
 
-    from pipeline.features.profiles import build_profiles, document_frequencies, term_frequencies
+    from pipeline.features.profiles import build_profiles, document_frequencies, term_counts
     from pipeline.features.training import label_impressions, training_examples
     from pipeline.features.vocab import VOCAB_SCHEMA, Vocab, idf, merge_vocab, previous_vocab
 
     layout = settings.layout
-    members = load_input("members", ds, settings, spark)
-    jobs = load_input("jobs", ds, settings, spark)
-    member_tf = term_frequencies(members, "member_id").cache()
-    job_tf = term_frequencies(jobs, "job_id").cache()
-    n_members, n_jobs = members.count(), jobs.count()
+    # A raw table is one file of few row groups: spread its rows over the cores before the per-row work.
+    parallelism = spark.sparkContext.defaultParallelism
+    members = _one_row_per_id(load_input("members", ds, settings, spark), "member_id", ds, settings, parallelism)
+    jobs = _one_row_per_id(load_input("jobs", ds, settings, spark), "job_id", ds, settings, parallelism)
+    member_terms = term_counts(members, "member_id").cache()
+    job_terms = term_counts(jobs, "job_id", "company_id", "posted_at", "expires_at").cache()
+    n_members, n_jobs = member_terms.count(), job_terms.count()
     n_docs = n_members + n_jobs
     step_done()
 
-    counts = document_frequencies(member_tf, job_tf).toArrow()
+    counts = document_frequencies(member_terms, job_terms).toArrow()
     previous = previous_vocab(ds, settings)
     vocab_table = merge_vocab(previous, counts, ds)
     write_partition(layout.features("vocab", ds), vocab_table.cast(VOCAB_SCHEMA))
@@ -161,12 +172,8 @@ def _build(
     idf_table = pa.table(
         {"field": seen["field"], "term": seen["term"], "idf": idf(seen["df"].to_numpy(), n_docs)}
     )
-    idf_df = spark.createDataFrame(idf_table)
-
-    member_profiles = build_profiles(member_tf, idf_df, members.select("member_id"), "member_id")
-    job_meta = jobs.select("job_id", "company_id", F.col("posted_at"), F.col("expires_at"))
-    job_profiles = build_profiles(job_tf, idf_df, jobs.select("job_id"), "job_id").join(job_meta, "job_id")
-    job_profiles = job_profiles.select("job_id", "company_id", "posted_at", "expires_at", *FIELDS)
+    member_profiles = build_profiles(member_terms, idf_table, "member_id")
+    job_profiles = build_profiles(job_terms, idf_table, "job_id", "company_id", "posted_at", "expires_at")
     member_profiles = member_profiles.cache()
     job_profiles = job_profiles.cache()
     write_spark_partition(
@@ -185,7 +192,7 @@ def _build(
     n_rows = write_spark_partition(
         examples, layout.features("training", ds), shards=shards, key="member_id", order=["member_id", "impression_id"]
     )
-    for cached in (member_tf, job_tf, member_profiles, job_profiles, labelled):
+    for cached in (member_terms, job_terms, member_profiles, job_profiles, labelled):
         cached.unpersist()
     step_done()
     seconds = round(time.time() - started, 3)
