@@ -299,7 +299,7 @@ def pair_parts(
         cross = cross + table[fixed.cross_slot[f][members.codes[f][m_rows]], jobs.cross_slot[f][cols]]
     parts["part_cross"] = cross
     total = main + cross
-    pairs = PairRows(m_rows, cols, m_rows, m_rows, cols, cols)  # the code path of field_cosine reads left/right
+    pairs = PairRows.of(m_rows, cols)
     for fid, f in enumerate(FIELDS):
         if members.code_weights.get(f) is not None and jobs.profiles.code_weights.get(f) is not None:
             cosine = field_cosine(members, jobs.profiles, pairs, f)
