@@ -387,14 +387,21 @@ def retrieve(
     try:
         if processes > 1 and len(starts) > 1:
             pool = multiprocessing.get_context("fork").Pool(processes, initializer=_reset_worker_signals)
+            finished = False
             try:
                 yield from _batches(
                     pool.imap(_block_task, starts), member_ids, jobs.job_ids, started, block_size, on_members
                 )
-                pool.close()  # normal end: let workers exit on their own
-            finally:
-                pool.terminate()  # no-op after close+drain; kills workers on error or early exit
+                # Normal end: workers exit on their own. No terminate() here: after close() it races with
+                # exiting workers (it takes the task queue's lock for good) and once left a worker waiting
+                # forever.
+                pool.close()
                 pool.join()
+                finished = True
+            finally:
+                if not finished:  # error or early exit: kill the workers
+                    pool.terminate()
+                    pool.join()
         else:
             yield from _batches(map(_block_task, starts), member_ids, jobs.job_ids, started, block_size, on_members)
     finally:

@@ -220,6 +220,7 @@ def ordered_map(
         return
     in_flight = in_flight or 2 * processes
     pool = multiprocessing.get_context("fork").Pool(processes, initializer=_reset_worker_signals)
+    finished = False
     try:
         pending: deque = deque()
         for item in items:
@@ -228,7 +229,12 @@ def ordered_map(
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
-        pool.close()  # normal end: let workers exit on their own
-    finally:
-        pool.terminate()  # no-op after close+drain; kills workers on error or early exit
+        # Normal end: workers exit on their own. No terminate() here: after close() it races with exiting
+        # workers (it takes the task queue's lock for good) and once left a worker waiting forever.
+        pool.close()
         pool.join()
+        finished = True
+    finally:
+        if not finished:  # error or early exit: kill the workers
+            pool.terminate()
+            pool.join()
