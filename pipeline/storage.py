@@ -210,15 +210,24 @@ def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Tabl
 
     Raises ``FileNotFoundError`` naming the path when the partition does not exist.
     """
+    files = partition_files(target)
+    if len(files) == 1:
+        return pq.read_table(files[0], columns=columns)
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+
+
+def partition_files(target: Path) -> list[Path]:
+    """The Parquet files of a partition folder in name order (hidden and ``_``-prefixed ones skipped), or
+    ``[target]`` for a file. Raises ``FileNotFoundError`` naming the path when there is none."""
     target = Path(target)
     if not target.exists():
         raise FileNotFoundError(f"partition not found: {target}")
     if target.is_file():
-        return pq.read_table(target, columns=columns)
+        return [target]
     files = sorted(p for p in target.glob("*.parquet") if not p.name.startswith((".", "_")))
     if not files:
         raise FileNotFoundError(f"partition has no Parquet files: {target}")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    return files
 
 
 def write_json(target: Path, payload: dict) -> Path:

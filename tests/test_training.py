@@ -90,6 +90,18 @@ def test_holdout_split_is_deterministic_and_about_a_fifth() -> None:
     assert not set(train.column("impression_id").to_pylist()) & set(holdout.column("impression_id").to_pylist())
 
 
+def test_training_split_read_file_by_file_equals_the_split_of_the_whole_day(settings) -> None:
+    table = training_day(0)
+    folder = settings.layout.features("training", DAYS[0])
+    folder.mkdir(parents=True)
+    for k, start in enumerate(range(0, table.num_rows, 1100)):  # three files, the last one shorter
+        pq.write_table(table.slice(start, 1100), folder / f"part-{k:05d}.parquet")
+    train, holdout = training.load_training_split(DAYS[0], settings)
+    expected_train, expected_holdout = training.split_holdout(training.load_training_day(DAYS[0], settings))
+    assert train.equals(expected_train) and holdout.equals(expected_holdout)
+    assert holdout.num_rows > 0 and train.num_rows + holdout.num_rows == table.num_rows
+
+
 def test_daily_chain_locks_the_fixed_effect_and_warm_starts_from_full_then_the_day_before(trained_home) -> None:
     settings = trained_home
     first = training.train_daily(DAYS[1], settings)
