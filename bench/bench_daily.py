@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_daily.py --full     # the issue's size: 100,000 members × 20,000 jobs
     .venv/bin/python bench/bench_daily.py --members 1000000 --jobs 100000 --home /tmp/day1m   # the 1M day
     .venv/bin/python bench/bench_daily.py --full --home /tmp/day100k --engine spark           # DAG engine=spark
+    .venv/bin/python bench/bench_daily.py --full --home /tmp/day100k --scheduler              # as operated
 
 With ``--home`` the data folder is kept and its setup reused by the next run with the same sizes
 (``--setup-only`` builds just the setup), so a change can be timed again without rebuilding it.
@@ -17,6 +18,14 @@ finished child processes, and the peak RSS (VmHWM) of the still-running Spark JV
 prints each one's same-run SciPy sparse-product limit (``bench_rescore.scipy_limits``: the plain product of the
 day's member blocks with the job matrix, measured on the same data right after the run, with the same worker
 processes) and the ratios. Writes ``bench/out/daily.json``.
+
+``--scheduler`` runs the day as users do instead: the Airflow stack (api-server, scheduler, dag-processor,
+triggerer; LocalExecutor, each task in a process of its own, so e.g. a task's Spark JVM ends with it) on a free
+port, the run triggered through the REST API. Its wall time is the run's, from the API; each task's time is
+given twice: the task function's (run report) and the task instance's (Airflow, with process start).
+
+Both modes sample the machine's used memory (``MemTotal - MemAvailable`` of ``/proc/meminfo``, i.e. without
+reclaimable page cache) every half second during the run: the peak, and the peak over the level before the run.
 """
 
 from __future__ import annotations
@@ -48,6 +57,96 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+class MachineMemory:
+    """Samples the machine's used memory (``MemTotal - MemAvailable``, MiB) in a thread while in the block."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        import threading
+
+        self.every = every
+        self.before = self.peak = self._used()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="machine-memory", daemon=True)
+
+    @staticmethod
+    def _used() -> float:
+        fields = {}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = int(value.split()[0])
+        return (fields["MemTotal"] - fields["MemAvailable"]) / 1024
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, self._used())
+
+    def __enter__(self) -> MachineMemory:
+        self.before = self.peak = self._used()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._used())
+
+    def result(self) -> dict[str, float]:
+        return {"before_mib": round(self.before), "peak_mib": round(self.peak),
+                "peak_over_before_mib": round(self.peak - self.before)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _api_seconds(start: str | None, end: str | None) -> float | None:
+    import datetime as dt
+
+    if not start or not end:
+        return None
+    return round((dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds(), 1)
+
+
+def run_under_scheduler(settings, conf: dict) -> dict:
+    """Run ``jobrec_daily`` for DAY2 under the real Airflow stack, triggered through the REST API.
+
+    Returns ``{"state", "tasks", "wall_seconds", "task_instance_seconds", "stack_start_seconds",
+    "machine_memory"}`` (the machine's memory sampled from the trigger to the run's end)."""
+    from pipeline.airflow_client import FINISHED, AirflowClient, wait_for
+    from pipeline.airflow_stack import AirflowStack
+
+    stack = AirflowStack(settings, port=_free_port())
+    started = time.perf_counter()
+    try:
+        stack.start()
+        stack_start_s = round(time.perf_counter() - started, 1)
+        api = AirflowClient(stack.base_url, stack.token())
+        # Unpausing lets the scheduler run the manual run; its own scheduled run (for yesterday, which has
+        # no data here) waits in its sensor, rescheduled, beside the measurement.
+        api.set_paused("jobrec_daily", False)
+        with MachineMemory() as machine:
+            run_id = api.trigger("jobrec_daily", DAY2, conf)
+            run = wait_for("the daily run", lambda: (
+                (r := api.run("jobrec_daily", run_id))["state"] in FINISHED and r), timeout=4 * 3600, every=2.0)
+        tasks = api.task_instances("jobrec_daily", run_id)
+        api.set_paused("jobrec_daily", True)
+    finally:
+        stack.stop()
+    return {
+        "state": run["state"],
+        "tasks": {ti["task_id"]: ti["state"] for ti in tasks},
+        "wall_seconds": _api_seconds(run["start_date"], run["end_date"]),
+        "task_instance_seconds": {ti["task_id"]: round(ti["duration"], 1) for ti in tasks
+                                  if ti.get("duration") is not None},
+        "stack_start_seconds": stack_start_s,
+        "machine_memory": machine.result(),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="100k members × 20k jobs (the issue's size)")
@@ -59,6 +158,11 @@ def main() -> int:
                         help="skip the SciPy sparse-product limits (they redo retrieval's product: minutes at 1M)")
     parser.add_argument("--engine", choices=["local", "spark"], default="local",
                         help="the daily DAG's engine param: spark runs training, retrieval and re-scoring on Spark")
+    parser.add_argument(
+        "--scheduler", action="store_true",
+        help="run the day under the real Airflow stack (scheduler, LocalExecutor: a process per task), "
+        "triggered through the REST API, instead of dag.test() in this process",
+    )
     parser.add_argument(
         "--setup-only", action="store_true",
         help="only build the setup (synthetic days + promoted model) in --home; a later run with the same "
@@ -101,9 +205,17 @@ def main() -> int:
         print(f"setup ready in {home}: synth {synth_s:.0f} s, full retrain {full_s:.0f} s")
         return 0
 
-    started = time.perf_counter()
-    daily = run_dag("jobrec_daily", DAY2, {"gate_margin": 0.05, "engine": args.engine})
-    wall_s = time.perf_counter() - started
+    conf = {"gate_margin": 0.05, "engine": args.engine}
+    if args.scheduler:
+        daily = run_under_scheduler(settings, conf)
+        wall_s = daily["wall_seconds"]
+        machine = daily["machine_memory"]
+    else:
+        with MachineMemory() as sampler:
+            started = time.perf_counter()
+            daily = run_dag("jobrec_daily", DAY2, conf)
+            wall_s = time.perf_counter() - started
+        machine = sampler.result()
     from pipeline.memory import descendants
 
     jvm_peak = max((_peak_rss_mib(pid) for pid in descendants(os.getpid())), default=0.0)
@@ -129,6 +241,7 @@ def main() -> int:
         "jobs": jobs,
         "cores": os.cpu_count(),
         "engine": args.engine,
+        "mode": "scheduler" if args.scheduler else "dag.test()",
         "state": daily["state"],
         "tasks_state": daily["tasks"],
         "daily_wall_seconds": round(wall_s, 1),
@@ -140,33 +253,44 @@ def main() -> int:
         "airflow_overhead_seconds": round(wall_s - sum(timings.values()), 1),
         "setup_synth_seconds": round(synth_s, 1),
         "setup_full_retrain_seconds": round(full_s, 1),
-        "peak_rss_mib": {
-            "python_process": round(self_peak),
-            "finished_children_max": round(children_peak),
-            "spark_jvm": round(jvm_peak),
-        },
+        "machine_memory": machine,
+        **({"task_instance_seconds": daily["task_instance_seconds"],
+            "stack_start_seconds": daily["stack_start_seconds"]} if args.scheduler else {
+            "peak_rss_mib": {
+                "python_process": round(self_peak),
+                "finished_children_max": round(children_peak),
+                "spark_jvm": round(jvm_peak),
+            }}),
         "scipy_limits": limits,
         "counts": report.get("counts", {}),
         "holdout_auc": report.get("metrics", {}).get("gate.holdout_auc"),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\njobrec_daily, one day, {members:,} members × {jobs:,} jobs on {os.cpu_count()} cores: {daily['state']}")
+    print(f"\njobrec_daily, one day, {members:,} members × {jobs:,} jobs on {os.cpu_count()} cores, "
+          f"engine={args.engine}, {result['mode']}: {daily['state']}")
     print(f"  wall time        {wall_s:8.1f} s  (tasks {result['sum_task_seconds']} s, Airflow overhead "
           f"{result['airflow_overhead_seconds']} s)")
     limit_of = {"retrieve_candidates": "retrieval_limit_seconds", "rescore": "rescore_limit_seconds"}
     task_memory = report.get("peak_memory_mib", {})
-    print(f"  {'task':<20s} {'seconds':>10s} {'peak MiB':>9s}")
+    instance_s = result.get("task_instance_seconds", {})
+    print(f"  {'task':<20s} {'seconds':>10s} {'peak MiB':>9s}" + ("  task instance s" if instance_s else ""))
     for task, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         peak = task_memory.get(task)
         extra = ""
         if task in limit_of and limits.get(limit_of[task]):
             extra = (f"   SciPy sparse-product limit {limits[limit_of[task]]:.1f} s, "
                      f"ratio {limits[f'{task}_over_its_limit']:.2f}")
+        if instance_s:
+            extra = f"  {instance_s.get(task, float('nan')):10.1f}{extra}"
         print(f"  {task:<20s} {seconds:8.1f} s {peak if peak is not None else float('nan'):9.0f}{extra}")
     if "rescore_over_retrieval" in limits:
         print(f"  rescore / retrieve_candidates: {limits['rescore_over_retrieval']:.2f}")
-    print(f"  peak RSS: python {self_peak:.0f} MiB, children {children_peak:.0f} MiB, Spark JVM {jvm_peak:.0f} MiB")
+    if not args.scheduler:
+        print(f"  peak RSS: python {self_peak:.0f} MiB, children {children_peak:.0f} MiB, "
+              f"Spark JVM {jvm_peak:.0f} MiB")
+    print(f"  machine memory used: peak {machine['peak_mib']} MiB ({machine['peak_over_before_mib']} MiB over the "
+          f"{machine['before_mib']} MiB before the run)")
     print(f"  written to {OUT}")
     if not args.keep and not args.home:
         from serving_store.connection import stop_embedded
