@@ -12,6 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 FINISHED = ("success", "failed")
+# Airflow answers 503 "Database is locked" when backfill creation meets another writer on SQLite (the embedded
+# default): SQLite refuses a read transaction's upgrade to a write at once instead of waiting, so no busy
+# timeout helps. The creation was rolled back; asking again, as a UI user would press the button again, works.
+LOCKED_RETRY_SECONDS = 120.0
+
+
+class AirflowAPIError(RuntimeError):
+    """An error answer of the REST API: ``status_code`` and the body's text."""
+
+    def __init__(self, method: str, path: str, status_code: int, text: str) -> None:
+        super().__init__(f"{method} /api/v2{path}: HTTP {status_code}: {text[:2000]}")
+        self.status_code = status_code
+        self.text = text
 
 
 def ui_backfill_body(dag_id: str, start: str, end: str, conf: dict | None = None) -> dict:
@@ -32,19 +45,21 @@ def ui_backfill_body(dag_id: str, start: str, end: str, conf: dict | None = None
 class AirflowClient:
     """REST calls against ``base_url`` (e.g. ``http://127.0.0.1:8080``) with a bearer ``token``.
 
-    Every call raises ``RuntimeError`` with the status and body when the API answers an error.
+    Every call raises ``AirflowAPIError`` (a ``RuntimeError``) with the status and body when the API answers an
+    error. ``transport`` is httpx's, for a client that talks to something other than a socket.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 60) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 60, transport: Any = None) -> None:
         import httpx
 
-        self.http = httpx.Client(base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport,
+                                 headers={"Authorization": f"Bearer {token}"})
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict:
         """``method`` ``/api/v2<path>``; the decoded JSON answer."""
         response = self.http.request(method, f"/api/v2{path}", **kwargs)
         if response.status_code >= 300:
-            raise RuntimeError(f"{method} /api/v2{path}: HTTP {response.status_code}: {response.text[:2000]}")
+            raise AirflowAPIError(method, path, response.status_code, response.text)
         return response.json() if response.content else {}
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
@@ -55,10 +70,34 @@ class AirflowClient:
         run = self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": f"{ds}T00:00:00Z", "conf": conf or {}})
         return run["dag_run_id"]
 
-    def backfill(self, dag_id: str, start: str, end: str, conf: dict | None = None, *, dry_run: bool = False) -> dict:
-        """Create (or with ``dry_run`` only list) a backfill with the Backfill dialog's default settings."""
-        return self.call("POST", "/backfills/dry_run" if dry_run else "/backfills",
-                         json=ui_backfill_body(dag_id, start, end, conf))
+    def backfill(self, dag_id: str, start: str, end: str, conf: dict | None = None, *, dry_run: bool = False,
+                 locked_retry_seconds: float = LOCKED_RETRY_SECONDS) -> dict:
+        """Create (or with ``dry_run`` only list) a backfill with the Backfill dialog's default settings.
+
+        A 503 "Database is locked" answer (SQLite under concurrent writers) is asked again, with backoff, for up
+        to ``locked_retry_seconds``; should an answer have been lost after Airflow committed, the 409 "already a
+        running backfill" that follows returns the backfill that exists for these dates.
+        """
+        body = ui_backfill_body(dag_id, start, end, conf)
+        deadline, pause, locked = time.monotonic() + locked_retry_seconds, 0.5, False
+        while True:
+            try:
+                return self.call("POST", "/backfills/dry_run" if dry_run else "/backfills", json=body)
+            except AirflowAPIError as error:
+                if locked and error.status_code == 409 and (existing := self._running_backfill(body)):
+                    return existing
+                if error.status_code != 503 or "locked" not in error.text.lower() or time.monotonic() > deadline:
+                    raise
+                locked = True
+                time.sleep(pause)
+                pause = min(pause * 2, 8.0)
+
+    def _running_backfill(self, body: dict) -> dict | None:
+        """The unfinished backfill of ``body``'s DAG and dates, if there is one."""
+        found = self.call("GET", "/backfills", params={"dag_id": body["dag_id"]})["backfills"]
+        return next((b for b in found if b.get("completed_at") is None
+                     and b["from_date"][:10] == body["from_date"][:10] and b["to_date"][:10] == body["to_date"][:10]),
+                    None)
 
     def runs(self, dag_id: str) -> list[dict]:
         """Every run of ``dag_id``, oldest logical date first (each with ``ds`` added)."""
