@@ -253,7 +253,9 @@ def main() -> int:
         "task_spark_jvm_peak_mib": {t: r["spark_jvm_peak_mib"] for t, r in report.get("tasks", {}).items()
                                     if isinstance(r, dict) and "spark_jvm_peak_mib" in r},
         "sum_task_seconds": round(sum(timings.values()), 1),
-        "airflow_overhead_seconds": round(wall_s - sum(timings.values()), 1),
+        # dag.test() runs one task at a time; the scheduler runs independent tasks (update_index beside the
+        # training branch) side by side, so there the sum exceeds the wall time and no overhead follows from it.
+        **({} if args.scheduler else {"airflow_overhead_seconds": round(wall_s - sum(timings.values()), 1)}),
         "setup_synth_seconds": round(synth_s, 1),
         "setup_full_retrain_seconds": round(full_s, 1),
         "machine_memory": machine,
@@ -272,8 +274,12 @@ def main() -> int:
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\njobrec_daily, one day, {members:,} members × {jobs:,} jobs on {os.cpu_count()} cores, "
           f"engine={args.engine}, {result['mode']}: {daily['state']}")
-    print(f"  wall time        {wall_s:8.1f} s  (tasks {result['sum_task_seconds']} s, Airflow overhead "
-          f"{result['airflow_overhead_seconds']} s)")
+    if args.scheduler:
+        print(f"  wall time        {wall_s:8.1f} s  (tasks summed {result['sum_task_seconds']} s: the scheduler runs "
+              f"independent tasks side by side)")
+    else:
+        print(f"  wall time        {wall_s:8.1f} s  (tasks {result['sum_task_seconds']} s, Airflow overhead "
+              f"{result['airflow_overhead_seconds']} s)")
     limit_of = {"retrieve_candidates": "retrieval_limit_seconds", "rescore": "rescore_limit_seconds"}
     task_memory = report.get("peak_memory_mib", {})
     instance_s = result.get("task_instance_seconds", {})
