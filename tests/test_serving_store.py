@@ -334,3 +334,60 @@ def test_publish_refused_by_a_full_server_leaves_previous_version_served(redis_u
         client.config_set("maxmemory", 0)
     assert served_version(client, KEYS) == first.version
     assert_served_equals(client, old, first.version)
+
+
+def _write_recs_in_row_groups(settings, ds: str, lists: RecommendationLists, *, shuffled: bool) -> None:
+    """The day as two Parquet files of 7-row row groups, with every score part, sorted or shuffled."""
+    import pyarrow.parquet as pq
+
+    rows = lists.job_ids.size
+    rank = (np.arange(rows) - np.repeat(lists.offsets[:-1], lists.counts) + 1).astype(np.int32)
+    order = np.random.default_rng(2).permutation(rows) if shuffled else np.arange(rows)
+    parts = np.random.default_rng(3).random((rows, len(codec.PART_NAMES)))
+    table = pa.table({
+        "member_id": np.repeat(lists.member_ids, lists.counts)[order], "rank": rank[order],
+        "job_id": lists.job_ids[order], "score": lists.scores.astype(np.float64)[order],
+        "model_version": pa.array(["full-1"] * rows),
+        **{name: parts[order, k] for k, name in enumerate(codec.PART_NAMES)},
+    })
+    folder = settings.layout.recommendations(ds)
+    folder.mkdir(parents=True)
+    half = rows // 2 + 3  # a member's list runs across the two files
+    pq.write_table(table.slice(0, half), folder / "part-00000.parquet", row_group_size=7)
+    pq.write_table(table.slice(half), folder / "part-00001.parquet", row_group_size=7)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_lists_read_column_by_column_in_batches_equal_the_lists_of_the_whole_table(
+    store_settings, monkeypatch, shuffled
+):
+    from pipeline.storage import read_partition
+
+    monkeypatch.setattr(publishing, "READ_BATCH_ROWS", 5)
+    _write_recs_in_row_groups(store_settings, "2026-01-01", make_lists(40, n_jobs=9, day=1), shuffled=shuffled)
+    whole = RecommendationLists.from_table(read_partition(store_settings.layout.recommendations("2026-01-01")))
+    for explanations in (False, True):
+        lists, model_version = publishing.load_lists("2026-01-01", store_settings, explanations=explanations)
+        assert model_version == "full-1"
+        for field in ("member_ids", "offsets", "job_ids", "scores"):
+            got, want = getattr(lists, field), getattr(whole, field)
+            assert got.dtype == want.dtype and np.array_equal(got, want), field
+        assert (lists.parts is None) if not explanations else np.array_equal(lists.parts, whole.parts)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_verify_reads_each_sampled_members_whole_list_across_row_groups_and_files(
+    store_settings, monkeypatch, shuffled
+):
+    monkeypatch.setattr(publishing, "READ_BATCH_ROWS", 5)
+    lists = make_lists(40, n_jobs=9, day=1)
+    _write_recs_in_row_groups(store_settings, "2026-01-01", lists, shuffled=shuffled)
+    version = publishing.publish("2026-01-01", store_settings)["version"]
+    report = publishing.verify("2026-01-01", store_settings, sample=40)
+    assert (report["checked"], report["mismatches"]) == (41, [])
+    client = connect(store_settings.redis_url)
+    member = int(lists.member_ids[20])  # the member whose list the two files split
+    ids, scores = lists.items(20)
+    client.set(KEYS.member(version, member), codec.encode(ids[:-1], scores[:-1]))  # its last job dropped
+    with pytest.raises(PublishVerificationError, match=rf"for members \[{member}\]"):
+        publishing.verify("2026-01-01", store_settings, sample=40)
