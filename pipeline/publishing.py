@@ -54,18 +54,18 @@ def _recommendations_path(ds: str, settings: Settings):
     return path
 
 
-def _read_column(files, name: str, dtype) -> np.ndarray:
-    """One column of the partition's files as a NumPy array of ``dtype``, filled batch by batch: reading costs
-    the array plus one batch (reading the column whole and converting it held it two or three times)."""
+def _read_column(target, name: str, dtype) -> np.ndarray:
+    """One column of the partition as a NumPy array of ``dtype``, filled batch by batch: reading costs the
+    array plus one batch (reading the column whole and converting it held it two or three times)."""
     import pyarrow.parquet as pq
 
-    readers = [pq.ParquetFile(f) for f in files]
-    out = np.empty(sum(r.metadata.num_rows for r in readers), dtype)
+    from pipeline.storage import column_batches, partition_files
+
+    out = np.empty(sum(pq.ParquetFile(f).metadata.num_rows for f in partition_files(target)), dtype)
     at = 0
-    for reader in readers:
-        for batch in reader.iter_batches(batch_size=READ_BATCH_ROWS, columns=[name]):
-            out[at : at + batch.num_rows] = batch.column(0).to_numpy(zero_copy_only=False)
-            at += batch.num_rows
+    for values in column_batches(target, name, batch_rows=READ_BATCH_ROWS):
+        out[at : at + values.size] = values
+        at += values.size
     return out
 
 
@@ -76,25 +76,23 @@ def load_lists(ds: str, settings: Settings, *, explanations: bool = False):
     Read column by column, batch by batch, into the lists' own dtypes: a 1M-member day holds 10^8 rows, and
     reading the table whole and converting it peaked at 9.2 GiB for four columns (3.5 GiB this way).
     """
-    from pipeline.storage import partition_files
     from serving_store.codec import PART_NAMES
     from serving_store.publisher import RecommendationLists
 
     path = _recommendations_path(ds, settings)
-    files = partition_files(path)
     parts = None
     if explanations:
-        import pyarrow.parquet as pq
-
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        parts = np.empty((rows, len(PART_NAMES)), np.float32)
-        for k, name in enumerate(PART_NAMES):
-            parts[:, k] = _read_column(files, name, np.float32)
+        first = _read_column(path, PART_NAMES[0], np.float32)
+        parts = np.empty((first.size, len(PART_NAMES)), np.float32)
+        parts[:, 0] = first
+        del first
+        for k, name in enumerate(PART_NAMES[1:], start=1):
+            parts[:, k] = _read_column(path, name, np.float32)
     lists = RecommendationLists.from_columns(
-        _read_column(files, "member_id", np.int64),
-        _read_column(files, "rank", np.int32),
-        _read_column(files, "job_id", np.int64),
-        _read_column(files, "score", np.float32),
+        _read_column(path, "member_id", np.int64),
+        _read_column(path, "rank", np.int32),
+        _read_column(path, "job_id", np.int64),
+        _read_column(path, "score", np.float32),
         parts,
     )
     return lists, _model_versions(path)
@@ -108,14 +106,13 @@ def _sample_lists(ds: str, settings: Settings, sample: int):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipeline.storage import partition_files
+    from pipeline.storage import column_batches, partition_files
     from serving_store.publisher import RecommendationLists
 
-    readers = [pq.ParquetFile(f) for f in partition_files(_recommendations_path(ds, settings))]
+    path = _recommendations_path(ds, settings)
+    readers = [pq.ParquetFile(f) for f in partition_files(path)]
     members = np.unique(np.concatenate([np.empty(0, np.int64)] + [
-        np.unique(batch.column(0).to_numpy(zero_copy_only=False))
-        for reader in readers for batch in reader.iter_batches(batch_size=READ_BATCH_ROWS, columns=["member_id"])
-    ]))
+        np.unique(values) for values in column_batches(path, "member_id", batch_rows=READ_BATCH_ROWS)]))
     if not members.size:
         return RecommendationLists.from_columns([], [], [], []), -1
     rng = np.random.default_rng(zlib.crc32(ds.encode()))

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Settings
 from pipeline.progress import progress
-from pipeline.storage import Layout, atomic_directory, check_ds, read_partition
+from pipeline.storage import Layout, atomic_directory, check_ds, column_batches, read_partition
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +249,12 @@ def retrieve_candidates(
             for leftover in (tmp / "spark").iterdir():
                 leftover.unlink()
             (tmp / "spark").rmdir()
-        ranks = read_partition(layout.candidates(ds), columns=["rank"])["rank"].to_numpy()
-        rows = len(ranks)
-        rank_counts = np.bincount(ranks, minlength=k + 1)[: k + 1]
+        # counted batch by batch: the whole rank column of a 1M-member day (10^9 rows) took the driver past
+        # 12 GiB, and the kernel killed it
+        rows, rank_counts = 0, np.zeros(k + 1, dtype=np.int64)
+        for ranks in column_batches(layout.candidates(ds), "rank"):
+            rows += ranks.size
+            rank_counts += np.bincount(ranks, minlength=k + 1)[: k + 1]
     else:
         rank_counts = np.zeros(k + 1, dtype=np.int64)
         with progress(members.num_rows, "retrieve", unit="members", logger=log) as done:

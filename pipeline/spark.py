@@ -50,6 +50,13 @@ _CONTINUATION = re.compile(
 )
 _PYTHON_WARNING = re.compile(r"^\S+:\d+: [A-Z]\w*Warning: ")  # warnings.warn from a Python worker
 
+# What the JVM prints when -XX:+ExitOnOutOfMemoryError stops it; logged as an error with what to do.
+_JVM_OOM_EXIT = "Terminating due to java.lang.OutOfMemoryError"
+JVM_OOM_HELP = (
+    "the Spark driver JVM ran out of heap and exited: raise JOBREC_SPARK_DRIVER_MEMORY (spark.driver.memory, "
+    "default 4g), or run the step with the local engine"
+)
+
 JAVA_HELP = (
     "Spark needs Java 17 (or 21) on PATH or JAVA_HOME. On Debian/Ubuntu: "
     "sudo apt-get install -y openjdk-17-jre-headless"
@@ -110,6 +117,10 @@ def get_spark(settings: Settings | None = None, app_name: str = "jobrec"):
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON") or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.ui.enabled": "true" if ui else "false",
+        # A driver out of heap otherwise lives on half-dead: an OutOfMemoryError in the scheduler's endpoint
+        # thread left a 1M-member Spark retrain waiting forever on a job that could no longer finish. Exiting
+        # fails the task at once, with the JVM's reason in its log (see JvmLineParser).
+        "spark.driver.extraJavaOptions": "-XX:+ExitOnOutOfMemoryError",
         **PYTHON_WORKER_CONF,
     }
     if ui:
@@ -194,6 +205,9 @@ class JvmLineParser:
 
     def parse(self, line: str) -> tuple[int, str]:
         """Return ``(level, message)`` for one line (without its newline)."""
+        if line.startswith(_JVM_OOM_EXIT):
+            self.previous = None
+            return logging.ERROR, f"{line}: {JVM_OOM_HELP}"
         match = _LOG4J_LINE.match(line)
         if match:
             self.previous = _LEVELS[match.group(1)]

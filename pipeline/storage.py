@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -214,6 +215,14 @@ def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Tabl
     if len(files) == 1:
         return pq.read_table(files[0], columns=columns)
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+
+
+def column_batches(target: Path, column: str, *, batch_rows: int = 1 << 20) -> Iterator[np.ndarray]:
+    """One column of a partition folder (or file), batch by batch in file order, as NumPy arrays: the memory
+    of one batch whatever the partition's size (a 1M-member day's candidates hold 10^9 rows)."""
+    for f in partition_files(target):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=[column]):
+            yield batch.column(0).to_numpy(zero_copy_only=False)
 
 
 def partition_files(target: Path) -> list[Path]:

@@ -152,3 +152,55 @@ def test_a_real_spark_jvm_logs_through_python_logging_with_its_levels(tmp_path):
     for harmless in ("NativeCodeLoader", "resolves to a loopback address", "SparkUI"):
         assert harmless not in messages
     assert not [m for level, m in jvm if level in ("WARNING", "ERROR") and "probe" not in m and not m.startswith("\t")]
+
+
+OOM_PROBE = textwrap.dedent(
+    """
+    import json, logging, os, time
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append({"name": record.name, "level": record.levelname, "msg": record.getMessage()})
+
+    logging.getLogger().addHandler(Keep())
+    logging.getLogger().setLevel(logging.INFO)
+    from pipeline.spark import get_spark
+
+    spark = get_spark()
+    jvm_pid = int(spark._jvm.ProcessHandle.current().pid())
+    outcome = "no error"
+    try:  # 1.6 GB of longs in a 512 MiB heap
+        spark._jvm.java.lang.reflect.Array.newInstance(spark._jvm.java.lang.Long.TYPE, 200_000_000)
+    except Exception as exc:
+        outcome = type(exc).__name__
+    alive, deadline = True, time.time() + 30
+    while alive and time.time() < deadline:
+        try:  # the JVM is this process's child: an exited one is a zombie until reaped here
+            alive = os.waitpid(jvm_pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:  # already reaped
+            alive = False
+        time.sleep(0.2)
+    time.sleep(1)  # the forwarder logs the JVM's last lines
+    print(json.dumps({"outcome": outcome, "jvm_alive": alive, "records": records}))
+    os._exit(0)
+    """
+)
+
+
+def test_a_spark_driver_out_of_heap_exits_and_logs_what_to_do(tmp_path):
+    """A driver JVM that runs out of heap exits (no half-dead session that a task waits on forever), the
+    Python call fails, and the log says to raise JOBREC_SPARK_DRIVER_MEMORY."""
+    env = {**os.environ, "JOBREC_HOME": str(tmp_path / "home"), "JOBREC_SPARK_DRIVER_MEMORY": "512m",
+           "JOBREC_SPARK_MASTER": "local[1]"}
+    result = subprocess.run(
+        [sys.executable, "-c", OOM_PROBE], env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe["outcome"] != "no error"
+    assert probe["jvm_alive"] is False
+    errors = [r["msg"] for r in probe["records"] if r["name"] == JVM_LOGGER and r["level"] == "ERROR"]
+    assert any(m.startswith("Terminating due to java.lang.OutOfMemoryError")
+               and "raise JOBREC_SPARK_DRIVER_MEMORY" in m for m in errors), errors
