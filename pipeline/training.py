@@ -23,8 +23,10 @@ same rows. Heavy imports (numpy, pyarrow, glmix_core) stay inside functions: the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "glmix_full.yaml"
 HOLDOUT_FRACTION = 0.2
+TRAIN_ROW_GROUP_ROWS = 65_536  # Spark tasks read whole row groups of the training file
 DEFAULT_L2_GRID = (0.1, 1.0, 10.0)
 L2_SEARCHES = ("bayesian", "grid")
 # log-uniform box of the per-coordinate Bayesian L2 search, and its budget of fits
@@ -272,9 +275,34 @@ def _fit(spec, train, *, settings: Settings, warm_start=None, lock=(), increment
     γ = 1)."""
     from glmix_core import fit
 
-    return fit(spec, train, warm_start=warm_start, lock=list(lock),
-               incremental={"forgetting": 1.0} if incremental else None, metadata=metadata or None,
-               **fit_options(settings, engine))
+    with training_data(train, settings, engine) as data:
+        return fit(spec, data, warm_start=warm_start, lock=list(lock),
+                   incremental={"forgetting": 1.0} if incremental else None, metadata=metadata or None,
+                   **fit_options(settings, engine))
+
+
+@contextlib.contextmanager
+def training_data(train, settings: Settings, engine: str = "local") -> Iterator[Any]:
+    """``train`` as ``glmix_core.fit`` on ``engine`` should get it: the table itself locally; for Spark, a
+    Parquet file under ``$JOBREC_HOME/.scratch`` (removed afterwards) that Spark's tasks read themselves.
+
+    Shipped from memory, the rows travel inside Spark's task descriptions through the driver's heap: a
+    1M-member day's 2.4M rows exhausted the default 4 GiB. The data folder is shared with a Spark cluster,
+    as for feature generation, so the file is readable where the tasks run.
+    """
+    if engine != "spark":
+        yield train
+        return
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    scratch = settings.home / ".scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="train-") as folder:
+        path = Path(folder) / "train.parquet"
+        pq.write_table(train, path, row_group_size=TRAIN_ROW_GROUP_ROWS)
+        yield str(path)
 
 
 def load_model(path: str | Path):
@@ -553,16 +581,17 @@ def train_full(
         raise ValueError(f"the window ending {ds} has too few rows to train and evaluate ({table.num_rows})")
     options = fit_options(settings, engine)
     spec = load_spec()
-    if l2_search == "grid":
-        result = _shared_l2_grid(spec, train, holdout, grid, options)
-    else:
-        from glmix_core.tuning import bayesian_search
+    with training_data(train, settings, engine) as data:
+        if l2_search == "grid":
+            result = _shared_l2_grid(spec, data, holdout, grid, options)
+        else:
+            from glmix_core.tuning import bayesian_search
 
-        # the shared grid values start the search, so it keeps the grid's best unless it finds better
-        starts = [{c.name: v for c in spec.coordinates} for v in grid if low <= v <= high]
-        result = bayesian_search(spec, train, holdout, {c.name: (low, high) for c in spec.coordinates},
-                                 trials=tuning_trials, seed=seed, metric="auc", fit_options=options,
-                                 start_points=starts)
+            # the shared grid values start the search, so it keeps the grid's best unless it finds better
+            starts = [{c.name: v for c in spec.coordinates} for v in grid if low <= v <= high]
+            result = bayesian_search(spec, data, holdout, {c.name: (low, high) for c in spec.coordinates},
+                                     trials=tuning_trials, seed=seed, metric="auc", fit_options=options,
+                                     start_points=starts)
     model, l2, auc = result.best, result.best_trial["l2"], result.best_trial["value"]
     trials = [{"l2": t["l2"], "holdout_auc": t["value"]} for t in result.trials]
     for trial in trials:

@@ -355,3 +355,32 @@ def test_run_report_keeps_task_results_and_flattens_counts_metrics_and_timings(s
     assert report["timings_seconds"] == {"retrain": 1.5}
     assert report["tasks"]["retrain"]["mode"] == "warm_start"
     assert report["tasks"]["publish"] == {}
+
+
+def test_daily_retrain_on_spark_reads_the_rows_from_a_scratch_file_and_equals_the_local_fit(
+    trained_home, spark, monkeypatch
+) -> None:
+    import glmix_core
+
+    settings = trained_home
+    local = training.train_daily(DAYS[1], settings)
+    local_coefficients = _coefficients(settings.layout.model_daily(DAYS[1]))
+    seen = []
+    real_fit = glmix_core.fit
+
+    def recording_fit(spec, data, **kwargs):
+        seen.append((kwargs.get("engine"), data if isinstance(data, str) else type(data).__name__,
+                     isinstance(data, str) and pq.read_metadata(data).num_rows))
+        return real_fit(spec, data, **kwargs)
+
+    monkeypatch.setattr(glmix_core, "fit", recording_fit)
+    on_spark = training.train_daily(DAYS[1], settings, engine="spark")
+    assert [(engine, rows) for engine, _, rows in seen] == [("spark", on_spark["rows"])]
+    assert seen[0][1].startswith(str(settings.home / ".scratch")) and seen[0][1].endswith("train.parquet")
+    assert list((settings.home / ".scratch").iterdir()) == [], "the scratch file is removed after the fit"
+    spark_coefficients = _coefficients(settings.layout.model_daily(DAYS[1]))
+    for column in ("coordinate", "entity", "feature"):
+        assert spark_coefficients.column(column).equals(local_coefficients.column(column))
+    np.testing.assert_allclose(spark_coefficients.column("value").to_numpy(),
+                               local_coefficients.column("value").to_numpy(), rtol=1e-6, atol=1e-8)
+    assert on_spark["holdout_auc"] == pytest.approx(local["holdout_auc"], abs=1e-9)
