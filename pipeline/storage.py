@@ -144,6 +144,11 @@ class Layout:
         """Log files of ``jobrec demo``."""
         return self.home / "logs"
 
+    def scratch_dir(self) -> Path:
+        """Temporary files a step removes when done (e.g. the training rows a Spark fit reads); inside the
+        data folder, so a Spark cluster that shares it can read them."""
+        return self.home / ".scratch"
+
     def partitions(self, parent: Path) -> list[str]:
         """Sorted ``ds`` values of the complete ``ds=`` partitions directly under ``parent``."""
         if not parent.is_dir():

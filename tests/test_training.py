@@ -376,8 +376,8 @@ def test_daily_retrain_on_spark_reads_the_rows_from_a_scratch_file_and_equals_th
     monkeypatch.setattr(glmix_core, "fit", recording_fit)
     on_spark = training.train_daily(DAYS[1], settings, engine="spark")
     assert [(engine, rows) for engine, _, rows in seen] == [("spark", on_spark["rows"])]
-    assert seen[0][1].startswith(str(settings.home / ".scratch")) and seen[0][1].endswith("train.parquet")
-    assert list((settings.home / ".scratch").iterdir()) == [], "the scratch file is removed after the fit"
+    assert seen[0][1].startswith(str(settings.layout.scratch_dir())) and seen[0][1].endswith("train.parquet")
+    assert list(settings.layout.scratch_dir().iterdir()) == [], "the scratch file is removed after the fit"
     spark_coefficients = _coefficients(settings.layout.model_daily(DAYS[1]))
     for column in ("coordinate", "entity", "feature"):
         assert spark_coefficients.column(column).equals(local_coefficients.column(column))
