@@ -284,7 +284,7 @@ def _fit(spec, train, *, settings: Settings, warm_start=None, lock=(), increment
 @contextlib.contextmanager
 def training_data(train, settings: Settings, engine: str = "local") -> Iterator[Any]:
     """``train`` as ``glmix_core.fit`` on ``engine`` should get it: the table itself locally; for Spark, a
-    Parquet file under ``Layout.scratch_dir()`` (``$JOBREC_HOME/.scratch``; removed afterwards) that Spark's tasks read themselves.
+    Parquet file under ``Layout.scratch_dir()`` (removed afterwards) that Spark's tasks read themselves.
 
     Shipped from memory, the rows travel inside Spark's task descriptions through the driver's heap: a
     1M-member day's 2.4M rows exhausted the default 4 GiB. The data folder is shared with a Spark cluster,
