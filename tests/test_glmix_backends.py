@@ -141,3 +141,16 @@ def test_glmix_core_and_its_spark_backend_import_without_pyspark():
     code = ("import sys, glmix_core, glmix_core.spark_engine, glmix_core.spark_engine.backend; "
             "assert 'pyspark' not in sys.modules, 'pyspark was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_spark_layouts_get_a_partition_per_quarter_million_rows_at_least_the_parallelism(tmp_path) -> None:
+    from glmix_core.spark_engine.backend import PARTITION_ROWS, _known_rows, default_partitions
+
+    assert default_partitions(2, 1000) == 2
+    assert default_partitions(2, None) == 2
+    assert default_partitions(2, 2_393_765) == 10  # a 1M-member day: ten partitions, not the two of local[2]
+    assert default_partitions(16, 10 * PARTITION_ROWS) == 16
+    table = _day(0, rows=300)
+    pq.write_table(table.slice(0, 100), tmp_path / "a.parquet")
+    pq.write_table(table.slice(100), tmp_path / "b.parquet")
+    assert _known_rows(table) == _known_rows(str(tmp_path)) == _known_rows(tmp_path / "a.parquet") + 200 == 300

@@ -100,6 +100,24 @@ def test_training_split_read_file_by_file_equals_the_split_of_the_whole_day(sett
     expected_train, expected_holdout = training.split_holdout(training.load_training_day(DAYS[0], settings))
     assert train.equals(expected_train) and holdout.equals(expected_holdout)
     assert holdout.num_rows > 0 and train.num_rows + holdout.num_rows == table.num_rows
+    assert training.load_holdout(DAYS[0], settings).equals(expected_holdout)
+
+
+def test_spark_gets_the_days_training_rows_streamed_to_a_scratch_file_in_the_same_order(settings) -> None:
+    table = training_day(0)
+    folder = settings.layout.features("training", DAYS[0])
+    folder.mkdir(parents=True)
+    for k, start in enumerate(range(0, table.num_rows, 1100)):
+        pq.write_table(table.slice(start, 1100), folder / f"part-{k:05d}.parquet")
+    expected_train, expected_holdout = training.split_holdout(table)
+    with training.daily_training_data(DAYS[0], settings, engine="spark") as (data, rows, holdout):
+        assert isinstance(data, str) and data.startswith(str(settings.layout.scratch_dir()))
+        assert pq.read_table(data).equals(expected_train) and rows == expected_train.num_rows
+        assert pq.read_metadata(data).row_group(0).num_rows <= training.TRAIN_ROW_GROUP_ROWS
+        assert holdout.equals(expected_holdout)
+    assert list(settings.layout.scratch_dir().iterdir()) == []
+    with training.daily_training_data(DAYS[0], settings) as (data, rows, holdout):
+        assert data.equals(expected_train) and rows == expected_train.num_rows and holdout.equals(expected_holdout)
 
 
 def test_daily_chain_locks_the_fixed_effect_and_warm_starts_from_full_then_the_day_before(trained_home) -> None:

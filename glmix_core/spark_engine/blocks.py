@@ -12,9 +12,11 @@ Rows are sent to a random-effect partition by ``crc32(str(entity)) % partitions`
 
 from __future__ import annotations
 
+import os
 import pickle
 import uuid
 import zlib
+from collections import OrderedDict
 
 import numpy as np
 import pyarrow as pa
@@ -37,29 +39,53 @@ class InlineValue:
 
 
 # What this Python worker process keeps of the current fit's cached partitions: {(fit token, name, partition):
-# value}. Spark streams a cached partition's bytes to a Python worker and unpickles them for every task;
-# a worker that has seen the partition before skips that (and keeps what the value builds lazily, such as the
-# dense blocks of a random effect's design).
-_RESIDENT: dict[tuple[str, str, int], object] = {}
+# (value, blob bytes)}, least recently opened first. Spark streams a cached partition's bytes to a Python
+# worker and unpickles them for every task; a worker that has seen the partition before skips that (and keeps
+# what the value builds lazily, such as the dense blocks of a random effect's design). Tasks land on whichever
+# worker is idle, so in time every worker sees every partition: unbounded, each worker would hold the whole
+# data set (at a 1M-member day, 3.6 GiB more across the two workers of local[2]). The budget bounds that.
+_RESIDENT: OrderedDict[tuple[str, str, int], tuple[object, int]] = OrderedDict()
+CACHE_ENV = "GLMIX_SPARK_WORKER_CACHE_MB"
+DEFAULT_CACHE_MB = 512
+
+
+def cache_budget_bytes() -> int:
+    """The byte budget of a Python worker's kept partitions: ``$GLMIX_SPARK_WORKER_CACHE_MB`` (default 512;
+    0 keeps nothing). Measured as pickled bytes; what a value builds lazily comes on top. On a cluster, set it
+    for the executors with ``spark.executorEnv.GLMIX_SPARK_WORKER_CACHE_MB``."""
+    raw = os.environ.get(CACHE_ENV, "")
+    try:
+        return max(int(float(raw) * (1 << 20)), 0) if raw.strip() else DEFAULT_CACHE_MB << 20
+    except ValueError:
+        return DEFAULT_CACHE_MB << 20
 
 
 class Resident:
     """What a cached partition holds: ``value`` pickled once (Spark copies the bytes as they are), tagged with
-    the fit's token and a name; ``open`` returns the value, unpickled at most once per worker process."""
+    the fit's token and a name; ``open`` returns the value, unpickled at most once per worker process while it
+    fits the worker's budget (:func:`cache_budget_bytes`)."""
 
     def __init__(self, token: str, name: str, value):
         self.token, self.name = token, name
         self.blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
     def open(self, index: int):
-        """The value, from this worker's memory when it served partition ``index`` of this fit before; the
-        previous fit's values are dropped when another fit's partition arrives."""
+        """The value, from this worker's memory when it served partition ``index`` of this fit before and kept
+        it; the previous fit's values are dropped when another fit's partition arrives, and the least recently
+        opened ones when the budget is exceeded."""
         key = (self.token, self.name, index)
-        value = _RESIDENT.get(key)
-        if value is None:
-            if any(k[0] != self.token for k in _RESIDENT):
-                _RESIDENT.clear()
-            value = _RESIDENT[key] = pickle.loads(self.blob)
+        kept = _RESIDENT.get(key)
+        if kept is not None:
+            _RESIDENT.move_to_end(key)
+            return kept[0]
+        if any(k[0] != self.token for k in _RESIDENT):
+            _RESIDENT.clear()
+        value = pickle.loads(self.blob)
+        budget, size = cache_budget_bytes(), len(self.blob)
+        if size <= budget:
+            while _RESIDENT and sum(n for _, n in _RESIDENT.values()) + size > budget:
+                _RESIDENT.popitem(last=False)
+            _RESIDENT[key] = (value, size)
         return value
 
 
