@@ -180,7 +180,8 @@ def retrieve_spark(
     """The Spark variant of the batch engine: a DataFrame of candidates (member_id, job_id, score, rank).
 
     The job matrix (already restricted to open jobs) is broadcast once; members are split into partitions
-    and each partition is scored with ``retrieval.batch.score_member_batches`` through ``mapInArrow``. The
+    (``partitions``, default :func:`spark_partitions`) and each partition is scored with
+    ``retrieval.batch.score_member_batches`` through ``mapInArrow``. The
     applied-to jobs travel with each member as an ``applied_job_ids`` list column.
     """
     from retrieval.batch import CANDIDATE_SCHEMA, score_member_batches
@@ -194,10 +195,21 @@ def retrieve_spark(
         return score_member_batches(batches, shared.value, weights, k, region_filter=region_filter)
 
     frame = spark.createDataFrame(members)
-    frame = frame.repartition(partitions or spark.sparkContext.defaultParallelism)
+    frame = frame.repartition(partitions or spark_partitions(spark, members.num_rows))
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return frame.mapInArrow(score_partition, from_arrow_schema(CANDIDATE_SCHEMA))
+
+
+# Members per Spark partition of retrieval by default: tasks of ~20 s at 1M members × 100k jobs on this
+# machine, so a slow task is retried cheaply and the progress lines (counted in tasks) move.
+SPARK_PARTITION_MEMBERS = 20_000
+
+
+def spark_partitions(spark, members: int) -> int:
+    """Partitions of Spark retrieval: one per core, or one per :data:`SPARK_PARTITION_MEMBERS` members when
+    that is more."""
+    return max(spark.sparkContext.defaultParallelism, -(-members // SPARK_PARTITION_MEMBERS))
 
 
 def default_processes() -> int:
@@ -235,14 +247,13 @@ def retrieve_candidates(
     applies = read_applies(layout, ds)
     _, end_us = day_bounds_us(ds)
     if engine == "spark":
-
         from pipeline.spark import get_spark
+        from pipeline.spark_progress import spark_progress
 
         open_jobs = job_matrix.select(job_matrix.open_at(end_us))
-        frame = retrieve_spark(
-            get_spark(settings), open_jobs, members, weights, k, applies=applies, region_filter=region_filter
-        )
-        with atomic_directory(layout.candidates(ds)) as tmp:
+        spark = get_spark(settings)
+        frame = retrieve_spark(spark, open_jobs, members, weights, k, applies=applies, region_filter=region_filter)
+        with atomic_directory(layout.candidates(ds)) as tmp, spark_progress(spark, "retrieve", logger=log):
             frame.write.mode("overwrite").parquet(str(tmp / "spark"))
             for part in (tmp / "spark").glob("part-*.parquet"):
                 part.rename(tmp / part.name)

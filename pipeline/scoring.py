@@ -282,12 +282,15 @@ def rescore(
         if engine == "spark":
             from pipeline.rescoring.spark import rescore_frame
             from pipeline.spark import get_spark
+            from pipeline.spark_progress import spark_progress
 
+            spark = get_spark(settings)
             frame, counters = rescore_frame(
-                get_spark(settings), rescorer, str(layout.features("member_profiles", ds)), str(cand_path),
+                spark, rescorer, str(layout.features("member_profiles", ds)), str(cand_path),
                 pa.table({"member_id": applied_members, "job_id": applied_jobs}), bounds, top_n, max_per_company,
             )
-            counts = _write_spark(tmp, frame)
+            with spark_progress(spark, "rescore", logger=log):
+                counts = _write_spark(tmp, frame)
             counts.update({name: counter.value for name, counter in counters.items()})
         else:
             blocks = member_blocks(profile_files, candidate_files, bounds, applied_members, applied_jobs,
