@@ -181,8 +181,8 @@ def retrieve_spark(
 
     The job matrix (already restricted to open jobs) is broadcast once; members are split into partitions
     (``partitions``, default :func:`spark_partitions`) and each partition is scored with
-    ``retrieval.batch.score_member_batches`` through ``mapInArrow``. The
-    applied-to jobs travel with each member as an ``applied_job_ids`` list column.
+    ``retrieval.batch.score_member_batches`` through ``mapInArrow``. The applied-to jobs travel with each
+    member as an ``applied_job_ids`` list column.
     """
     from retrieval.batch import CANDIDATE_SCHEMA, score_member_batches
 
@@ -201,8 +201,8 @@ def retrieve_spark(
     return frame.mapInArrow(score_partition, from_arrow_schema(CANDIDATE_SCHEMA))
 
 
-# Members per Spark partition of retrieval by default: tasks of ~20 s at 1M members × 100k jobs on this
-# machine, so a slow task is retried cheaply and the progress lines (counted in tasks) move.
+# Members per Spark partition of retrieval by default: 50 tasks of ~35 s at 1M members × 100k jobs in
+# local[2] on this machine, so a failed task is retried cheaply and the progress lines (counted in tasks) move.
 SPARK_PARTITION_MEMBERS = 20_000
 
 
