@@ -67,7 +67,7 @@ def _persist(rdd):
     """Cache ``rdd`` on disk only: a Python RDD's blocks are opaque pickled bytes, which Spark's memory store
     would keep on the JVM heap as one more copy of what the Python workers hold (blocks.Resident); on disk
     they sit in the OS page cache, which the kernel gives back when memory is short (a 1M-member daily
-    retrain in local[2]: JVM 5.4 → 3.4 GiB, same time)."""
+    retrain in local[2]: JVM 5.3 → 3.3 GiB, about the same time)."""
     from pyspark import StorageLevel
 
     return rdd.persist(StorageLevel.DISK_ONLY)

@@ -43,7 +43,7 @@ class InlineValue:
 # worker and unpickles them for every task; a worker that has seen the partition before skips that (and keeps
 # what the value builds lazily, such as the dense blocks of a random effect's design). Tasks land on whichever
 # worker is idle, so in time every worker sees every partition: unbounded, each worker would hold the whole
-# data set (at a 1M-member day, 3.6 GiB more across the two workers of local[2]). The budget bounds that.
+# data set (at a 1M-member day, 3.5 GiB more across the two workers of local[2]). The budget bounds that.
 _RESIDENT: OrderedDict[tuple[str, str, int], tuple[object, int]] = OrderedDict()
 CACHE_ENV = "GLMIX_SPARK_WORKER_CACHE_MB"
 DEFAULT_CACHE_MB = 512
