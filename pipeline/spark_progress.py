@@ -53,16 +53,21 @@ class SparkStageProgress:
         """Stop polling; one last poll closes the stages that ended meanwhile, and any still open is closed."""
         self._stop.set()
         self._thread.join()
-        self.poll()
+        self._poll_quietly()
         for stage in list(self.stages):
             self._close(stage)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
-            try:
-                self.poll()
-            except Exception:  # a status query failing (the session going away) must not end the step
-                self.logger.debug("Spark progress poll failed", exc_info=True)
+            self._poll_quietly()
+
+    def _poll_quietly(self) -> None:
+        """:meth:`poll`, logging a failure instead of raising it: a status query failing (the session going
+        away) must neither end the step nor, in :meth:`stop`, replace the error the step itself raised."""
+        try:
+            self.poll()
+        except Exception:
+            self.logger.debug("Spark progress poll failed", exc_info=True)
 
     def poll(self) -> None:
         """Open a :class:`Progress` for each newly active stage, advance every open one, close ended ones."""

@@ -36,3 +36,19 @@ def test_no_spark_work_means_no_progress_lines(spark, caplog):
         with spark_progress(spark, "idle", logger=logger, terminal=False, poll_seconds=0.02) as reporter:
             time.sleep(0.1)
     assert reporter.finished == [] and not [r for r in caplog.records if r.name == logger.name]
+
+
+def test_a_failing_status_query_does_not_replace_the_steps_own_error(spark) -> None:
+    class BrokenTracker:
+        def getActiveStageIds(self):
+            raise ConnectionError("the JVM is gone")
+
+    try:
+        with spark_progress(spark, "broken", terminal=False, poll_seconds=0.01) as reporter:
+            reporter.tracker = BrokenTracker()
+            time.sleep(0.05)
+            raise RuntimeError("the step's own failure")
+    except RuntimeError as exc:
+        assert str(exc) == "the step's own failure"
+    else:
+        raise AssertionError("the step's error was swallowed")
