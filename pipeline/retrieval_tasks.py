@@ -177,10 +177,11 @@ def retrieve_spark(
     region_filter: bool = False,
     partitions: int | None = None,
 ):
-    """The Spark variant of the batch engine: a DataFrame of candidates (member_id, job_id, score, rank).
+    """The Spark variant of the batch engine: a DataFrame of candidates (member_id, job_id, score, rank), its
+    partitions in (member_id, rank) order.
 
-    The job matrix (already restricted to open jobs) is broadcast once; members are split into partitions
-    (``partitions``, default :func:`spark_partitions`) and each partition is scored with
+    The job matrix (already restricted to open jobs) is broadcast once; members are split into ranges of member
+    IDs (``partitions``, default :func:`spark_partitions`) and each partition is scored with
     ``retrieval.batch.score_member_batches`` through ``mapInArrow``. The applied-to jobs travel with each
     member as an ``applied_job_ids`` list column.
     """
@@ -195,7 +196,10 @@ def retrieve_spark(
         return score_member_batches(batches, shared.value, weights, k, region_filter=region_filter)
 
     frame = spark.createDataFrame(members)
-    frame = frame.repartition(partitions or spark_partitions(spark, members.num_rows))
+    # Ranges of member IDs, sorted: the part files, in name order, are then in member order, which lets Spark
+    # re-scoring read each task's members without a shuffle (pipeline.rescoring.spark.rescore_ranges).
+    frame = (frame.repartitionByRange(partitions or spark_partitions(spark, members.num_rows), "member_id")
+             .sortWithinPartitions("member_id"))
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return frame.mapInArrow(score_partition, from_arrow_schema(CANDIDATE_SCHEMA))

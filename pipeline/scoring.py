@@ -33,7 +33,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +49,6 @@ from pipeline.features.vocab import load_vocab
 from pipeline.progress import track
 from pipeline.rescoring.block import (
     DEFAULT_MAX_PER_COMPANY,
-    PROFILE_COLUMNS,
     RECOMMENDATION_SCHEMA,
     BlockResult,
     MemberBlock,
@@ -58,7 +57,13 @@ from pipeline.rescoring.block import (
     sorted_distinct,
 )
 from pipeline.rescoring.layout import Rescorer, build_rescorer, pairwise_pays
-from pipeline.rescoring.stream import member_ranges, ordered_map, partition_files, read_key_column
+from pipeline.rescoring.stream import (
+    in_key_order,
+    member_blocks,
+    ordered_map,
+    partition_files,
+    read_key_column,
+)
 from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
 
 if TYPE_CHECKING:
@@ -131,33 +136,6 @@ def _active_jobs(job_table: pa.Table, ds: str) -> np.ndarray:
     expires = pc.cast(job_table["expires_at"], pa.timestamp("us", tz="UTC"))
     active = pc.fill_null(pc.greater(expires, pa.scalar(end_of_day, pa.timestamp("us", tz="UTC"))), False)
     return active.to_numpy(zero_copy_only=False)
-
-
-def member_blocks(
-    profile_files: list[Path],
-    candidate_files: list[Path],
-    bounds: np.ndarray,
-    applied_members: np.ndarray,
-    applied_jobs: np.ndarray,
-    *,
-    spill_dir: Path | None = None,
-) -> Iterator[MemberBlock]:
-    """Yield a :class:`MemberBlock` per member range (``len(bounds) + 1`` blocks), streaming both partitions.
-
-    ``applied_members`` must be sorted (as :func:`_applied_pairs` returns them).
-    """
-    profiles = member_ranges(profile_files, PROFILE_COLUMNS, bounds, spill_dir=spill_dir)
-    candidates = member_ranges(candidate_files, ["member_id", "job_id"], bounds, spill_dir=spill_dir)
-    cuts = [0, *np.searchsorted(applied_members, bounds, side="left").tolist(), len(applied_members)]
-    for b, (profile_rows, candidate_rows) in enumerate(zip(profiles, candidates, strict=True)):
-        lo, hi = cuts[b], cuts[b + 1]
-        yield MemberBlock.of(
-            profile_rows,
-            candidate_rows["member_id"].to_numpy(zero_copy_only=False),
-            candidate_rows["job_id"].to_numpy(zero_copy_only=False),
-            applied_members[lo:hi],
-            applied_jobs[lo:hi],
-        )
 
 
 # State shared with forked worker processes (set before the pool starts, read-only in workers).
@@ -280,15 +258,25 @@ def rescore(
     setup_seconds = time.time() - started
     with atomic_directory(target) as tmp:
         if engine == "spark":
-            from pipeline.rescoring.spark import rescore_frame
+            from pipeline.rescoring.spark import rescore_frame, rescore_ranges
             from pipeline.spark import get_spark
             from pipeline.spark_progress import spark_progress
 
             spark = get_spark(settings)
-            frame, counters = rescore_frame(
-                spark, rescorer, str(layout.features("member_profiles", ds)), str(cand_path),
-                pa.table({"member_id": applied_members, "job_id": applied_jobs}), bounds, top_n, max_per_company,
-            )
+            if in_key_order(profile_files) and in_key_order(candidate_files):
+                way = "member ranges read by the tasks"
+                frame, counters = rescore_ranges(
+                    spark, rescorer, [str(f) for f in profile_files], [str(f) for f in candidate_files],
+                    applied_members, applied_jobs, bounds, top_n, max_per_company, members=len(profile_ids),
+                )
+            else:
+                way = "candidates grouped by member (input not in member order)"
+                frame, counters = rescore_frame(
+                    spark, rescorer, str(layout.features("member_profiles", ds)), str(cand_path),
+                    pa.table({"member_id": applied_members, "job_id": applied_jobs}), bounds, top_n,
+                    max_per_company,
+                )
+            log.info("rescore %s on Spark: %s", ds, way)
             with spark_progress(spark, "rescore", logger=log):
                 counts = _write_spark(tmp, frame)
             counts.update({name: counter.value for name, counter in counters.items()})

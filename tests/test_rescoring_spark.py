@@ -11,11 +11,36 @@ from pipeline.storage import read_partition
 pytestmark = pytest.mark.slow
 
 
-def test_spark_engine_writes_the_same_recommendations_as_the_local_engine(settings, spark):
+def _shuffle_candidates_into_two_files(settings) -> None:
+    """Rewrite the day's candidates as two part files with rows in random member order (as a Spark job that
+    hash-partitions members writes them)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.storage import atomic_directory
+
+    table = read_partition(settings.layout.candidates(DAY))
+    table = table.take(pa.array(np.random.default_rng(5).permutation(table.num_rows)))
+    half = table.num_rows // 2
+    with atomic_directory(settings.layout.candidates(DAY)) as tmp:
+        pq.write_table(table.slice(0, half), tmp / "part-00000.parquet", row_group_size=100)
+        pq.write_table(table.slice(half), tmp / "part-00001.parquet", row_group_size=100)
+
+
+@pytest.mark.parametrize("candidates_in_member_order", [True, False], ids=["member-ranges", "grouped"])
+def test_spark_engine_writes_the_same_recommendations_as_the_local_engine(settings, spark, caplog,
+                                                                          candidates_in_member_order):
+    from pipeline.rescoring.stream import in_key_order, partition_files
+
     make_world(settings, seed=11)
+    if not candidates_in_member_order:
+        _shuffle_candidates_into_two_files(settings)
+    assert in_key_order(partition_files(settings.layout.candidates(DAY))) is candidates_in_member_order
     local_report = rescore(DAY, settings, top_n=6, max_per_company=2, block_members=8)
     local = read_partition(settings.layout.recommendations(DAY))
-    spark_report = rescore(DAY, settings, top_n=6, max_per_company=2, block_members=8, engine="spark")
+    with caplog.at_level("INFO", logger="pipeline.scoring"):
+        spark_report = rescore(DAY, settings, top_n=6, max_per_company=2, block_members=8, engine="spark")
     distributed = read_partition(settings.layout.recommendations(DAY))
     assert local.num_rows > 0
     assert distributed.equals(local)  # same rows, same order, same bits
@@ -23,6 +48,54 @@ def test_spark_engine_writes_the_same_recommendations_as_the_local_engine(settin
                 "blocks"):
         assert spark_report[key] == local_report[key], key
     assert spark_report["engine"] == "spark"
+    way = "member ranges read by the tasks" if candidates_in_member_order else "candidates grouped by member"
+    assert way in caplog.text
+
+
+def test_member_ranges_on_several_partitions_score_each_block_once(settings, spark):
+    """More partitions than cores: each task reads its own member range, and blocks are not cut or repeated."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.features.pairs import GlobalSpace
+    from pipeline.features.vocab import load_vocab
+    from pipeline.rescoring.layout import build_rescorer
+    from pipeline.rescoring.spark import rescore_ranges
+    from pipeline.rescoring.stream import partition_files, read_key_column
+    from pipeline.scoring import _active_jobs, _applied_pairs
+
+    world = make_world(settings, seed=17)
+    local_report = rescore(DAY, settings, top_n=5, max_per_company=2, block_members=6)
+    local = read_partition(settings.layout.recommendations(DAY))
+
+    jobs = world.jobs.sort_by("job_id")
+    rescorer = build_rescorer(world.model, GlobalSpace.from_vocab(load_vocab(DAY, settings)), jobs,
+                              _active_jobs(jobs, DAY), "world", 25)
+    profiles = partition_files(settings.layout.features("member_profiles", DAY))
+    candidates = partition_files(settings.layout.candidates(DAY))
+    ids = np.unique(read_key_column(profiles))
+    bounds = ids[6::6]
+    applied_members, applied_jobs = _applied_pairs(DAY, settings, 60)
+    frame, counters = rescore_ranges(spark, rescorer, [str(f) for f in profiles], [str(f) for f in candidates],
+                                     applied_members, applied_jobs, bounds, 5, 2, members=len(ids), partitions=5)
+    assert frame.rdd.getNumPartitions() == 5
+    got = pa.Table.from_batches(frame._collect_as_arrow())
+    assert got.cast(local.schema).equals(local)
+    for name in ("members", "members_on_fallback", "pairs_scored"):
+        assert counters[name].value == local_report[name], name
+
+
+def test_block_runs_cover_every_block_once_in_order():
+    import numpy as np
+
+    from pipeline.rescoring.spark import block_ranges
+
+    bounds = np.array([10, 20, 30, 40, 50, 60, 70], dtype=np.int64)  # 8 blocks
+    runs = block_ranges(bounds, 3)
+    assert [(lo, hi) for lo, hi, _ in runs] == [(None, 30), (30, 60), (60, None)]
+    assert [inner.tolist() for _, _, inner in runs] == [[10, 20], [40, 50], [70]]
+    assert [(lo, hi, inner.tolist()) for lo, hi, inner in block_ranges(bounds[:0], 4)] == [(None, None, [])]
+    assert len(block_ranges(bounds, 100)) == 8  # never more runs than blocks
 
 
 def test_a_partitions_batches_are_regrouped_into_whole_blocks(settings):

@@ -45,6 +45,34 @@ def test_ordered_row_groups_stream_lazily_into_blocks(tmp_path, monkeypatch):
     assert got == expected_blocks(members, bounds)
 
 
+def test_a_member_range_reads_only_its_row_groups_and_rows(tmp_path, monkeypatch):
+    members = np.repeat(np.arange(100, 300), 5)
+    write(tmp_path / "part-0.parquet", members[:600], 70)
+    write(tmp_path / "part-1.parquet", members[600:], 70, 600)
+    files = sorted(tmp_path.glob("*.parquet"))
+    reads = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, i, **kw: reads.append(i) or original(self, i, **kw))
+    inner = np.array([150, 151, 190], dtype=np.int64)
+    got = [t["value"].to_pylist() for t in member_ranges(files, ["value"], inner, within=(140, 200))]
+    whole = expected_blocks(members, np.array([140, *inner, 200], dtype=np.int64))
+    assert got == whole[1:-1]  # the blocks between lo and hi, nothing below lo or at/after hi
+    # rows 200..499 (members 140..199) lie in row groups 2..7 of part-0 (70 rows each); part-1 is not read
+    assert reads == [2, 3, 4, 5, 6, 7]
+    # open ends read from the first row group / to the last one
+    assert [t["value"].to_pylist() for t in member_ranges(files, ["value"], inner, within=(None, 200))] == \
+        [whole[0] + whole[1], *whole[2:-1]]
+    assert [t["value"].to_pylist() for t in member_ranges(files, ["value"], np.array([250]), within=(240, None))] \
+        == expected_blocks(members, np.array([240, 250]))[1:]
+
+
+def test_a_member_range_of_files_out_of_order_is_refused(tmp_path):
+    write(tmp_path / "part-0.parquet", np.array([5, 1, 3]), 2)
+    with pytest.raises(ValueError, match="member order"):
+        next(member_ranges([tmp_path / "part-0.parquet"], ["value"], np.array([2]), within=(0, 4)))
+
+
 @pytest.mark.parametrize("rows_per_bucket", [1, 120, 10_000])
 def test_unordered_files_are_bucketed_into_the_same_blocks(tmp_path, rows_per_bucket):
     rng = np.random.default_rng(3)

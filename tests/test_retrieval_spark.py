@@ -58,3 +58,9 @@ def test_retrieve_task_on_spark_writes_the_same_partition_as_with_processes(sett
     assert result["candidates"] == local.num_rows > 0
     assert_same_candidates(distributed.select(local.column_names).cast(local.schema).sort_by(order),
                            local.sort_by(order))
+    # Part files in name order hold the rows in (member_id, rank) order: Spark re-scoring reads member ranges.
+    from pipeline.rescoring.stream import in_key_order, partition_files
+
+    files = partition_files(settings.layout.candidates(ds))
+    assert len(files) >= 2 and in_key_order(files)
+    assert distributed.equals(distributed.sort_by(order))

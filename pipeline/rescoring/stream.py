@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from pipeline.rescoring.block import PROFILE_COLUMNS, MemberBlock
+
 log = logging.getLogger(__name__)
 
 KEY = "member_id"
@@ -84,11 +86,33 @@ def _sorted_by_key(table: pa.Table, column: str = KEY) -> pa.Table:
     return table.take(pa.array(np.argsort(keys, kind="stable")))
 
 
-def _row_groups(files: Sequence[Path], columns: list[str]) -> Iterator[pa.Table]:
+def _row_groups(files: Sequence[Path], columns: list[str], within: tuple[int | None, int | None] = (None, None),
+                ) -> Iterator[pa.Table]:
+    """The files' row groups in order; with ``within = (lo, hi)`` only the rows with lo <= member_id < hi (a bound
+    of None is open), skipping row groups whose statistics lie outside (the files must be in key order)."""
+    lo, hi = within
     for f in files:
         parquet = pq.ParquetFile(f)
+        index = parquet.schema_arrow.get_field_index(KEY)
         for g in range(parquet.metadata.num_row_groups):
-            yield parquet.read_row_group(g, columns=columns)
+            if lo is not None or hi is not None:
+                stats = parquet.metadata.row_group(g).column(index).statistics
+                if stats is not None and stats.has_min_max:
+                    if hi is not None and stats.min >= hi:
+                        return  # in key order: every later row group starts at or beyond hi too
+                    if lo is not None and stats.max < lo:
+                        continue
+            group = parquet.read_row_group(g, columns=columns)
+            if lo is not None or hi is not None:
+                keys = group[KEY].to_numpy()
+                keep = np.ones(len(keys), dtype=bool)
+                if lo is not None:
+                    keep &= keys >= lo
+                if hi is not None:
+                    keep &= keys < hi
+                if not keep.all():
+                    group = group.filter(pa.array(keep))
+            yield group
 
 
 def _empty(files: Sequence[Path], columns: list[str]) -> pa.Table:
@@ -106,25 +130,34 @@ def member_ranges(
     *,
     spill_dir: Path | None = None,
     rows_per_bucket: int = DEFAULT_ROWS_PER_BUCKET,
+    within: tuple[int | None, int | None] | None = None,
 ) -> Iterator[pa.Table]:
     """Yield ``len(bounds) + 1`` tables (``columns`` of ``files``), block ``b`` with the rows whose member_id
     is in ``[bounds[b-1], bounds[b])``, each stably sorted by member_id (see the module docstring).
 
     ``bounds``: ascending int64 block boundaries. ``spill_dir``: where unordered input is bucketed (default a
-    temporary folder); the bucket files are removed when the generator finishes or is closed.
+    temporary folder); the bucket files are removed when the generator finishes or is closed. ``within``:
+    ``(lo, hi)`` reads only the rows with lo <= member_id < hi (None: open), touching only the row groups that
+    hold them; this needs files in key order (:func:`in_key_order`) and raises ``ValueError`` otherwise.
     """
     files = list(files)
     columns = list(dict.fromkeys([KEY, *columns]))
     bounds = np.asarray(bounds, dtype=np.int64)
-    if in_key_order(files):
+    if within is not None:
+        if not in_key_order(files):
+            raise ValueError("reading a member range needs files in member order; "
+                             f"{files[0].parent} is not (see in_key_order)")
+        yield from _ordered_ranges(files, columns, bounds, within)
+    elif in_key_order(files):
         yield from _ordered_ranges(files, columns, bounds)
     else:
         yield from _bucketed_ranges(files, columns, bounds, spill_dir, rows_per_bucket)
 
 
-def _ordered_ranges(files: Sequence[Path], columns: list[str], bounds: np.ndarray) -> Iterator[pa.Table]:
+def _ordered_ranges(files: Sequence[Path], columns: list[str], bounds: np.ndarray,
+                    within: tuple[int | None, int | None] = (None, None)) -> Iterator[pa.Table]:
     empty = _empty(files, columns)
-    groups = _row_groups(files, columns)
+    groups = _row_groups(files, columns, within)
     buffer: list[pa.Table] = []
     buffer_max: int | None = None
     exhausted = False
@@ -197,6 +230,42 @@ def _bucketed_ranges(
                 yield table.slice(lo, hi - lo)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def member_blocks(
+    profile_files: Sequence[Path],
+    candidate_files: Sequence[Path],
+    bounds: np.ndarray,
+    applied_members: np.ndarray,
+    applied_jobs: np.ndarray,
+    *,
+    spill_dir: Path | None = None,
+    within: tuple[int | None, int | None] | None = None,
+) -> Iterator[MemberBlock]:
+    """Yield a :class:`MemberBlock` per member range (``len(bounds) + 1`` blocks), streaming both partitions.
+
+    ``applied_members`` must be sorted (as the scoring task reads them). ``within``: only the members with
+    lo <= member_id < hi, for ``bounds`` inside that range (both partitions must then be in member order; see
+    :func:`member_ranges`).
+    """
+    bounds = np.asarray(bounds, dtype=np.int64)
+    if within is not None:
+        lo, hi = within
+        first = 0 if lo is None else int(np.searchsorted(applied_members, lo, side="left"))
+        last = len(applied_members) if hi is None else int(np.searchsorted(applied_members, hi, side="left"))
+        applied_members, applied_jobs = applied_members[first:last], applied_jobs[first:last]
+    profiles = member_ranges(profile_files, PROFILE_COLUMNS, bounds, spill_dir=spill_dir, within=within)
+    candidates = member_ranges(candidate_files, ["member_id", "job_id"], bounds, spill_dir=spill_dir, within=within)
+    cuts = [0, *np.searchsorted(applied_members, bounds, side="left").tolist(), len(applied_members)]
+    for b, (profile_rows, candidate_rows) in enumerate(zip(profiles, candidates, strict=True)):
+        lo, hi = cuts[b], cuts[b + 1]
+        yield MemberBlock.of(
+            profile_rows,
+            candidate_rows["member_id"].to_numpy(zero_copy_only=False),
+            candidate_rows["job_id"].to_numpy(zero_copy_only=False),
+            applied_members[lo:hi],
+            applied_jobs[lo:hi],
+        )
 
 
 def _reset_worker_signals() -> None:
