@@ -23,10 +23,7 @@ import json
 import logging
 import os
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,52 +37,10 @@ import pyarrow.parquet as pq  # noqa: E402
 from glmix_core import GLMixSpec, fit, load_table  # noqa: E402
 from glmix_core.simulate import full_spec_dict, make_truth, simulate  # noqa: E402
 from glmix_core.spark_engine import PYTHON_WORKER_CONF  # noqa: E402
+from pipeline.spark_standalone import StandaloneCluster  # noqa: E402
 
 log = logging.getLogger("bench_glmix_spark")
 OUT = Path(__file__).resolve().parent / "out" / "glmix_spark.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class StandaloneCluster:
-    """A Spark standalone master and one worker (``cores`` cores) started from pyspark's jars."""
-
-    def __init__(self, cores: int = 2, memory: str = "6g"):
-        import pyspark
-
-        self.home = Path(pyspark.__file__).parent
-        self.work = Path(tempfile.mkdtemp(prefix="bench_spark_worker_"))
-        self.port, self.cores, self.memory = _free_port(), cores, memory
-        self.procs: list[subprocess.Popen] = []
-
-    def __enter__(self) -> str:
-        env = {**os.environ, "SPARK_HOME": str(self.home), "SPARK_LOG_DIR": str(self.work),
-               "SPARK_WORKER_DIR": str(self.work), "PYSPARK_PYTHON": sys.executable}
-        cls = str(self.home / "bin" / "spark-class")
-        url = f"spark://127.0.0.1:{self.port}"
-        self.procs.append(subprocess.Popen(
-            [cls, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.port),
-             "--webui-port", str(_free_port())], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(5)
-        self.procs.append(subprocess.Popen(
-            [cls, "org.apache.spark.deploy.worker.Worker", url, "--cores", str(self.cores), "--memory",
-             self.memory, "--work-dir", str(self.work), "--webui-port", str(_free_port())], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(5)
-        return url
-
-    def __exit__(self, *exc) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _session(master: str, partitions: int):
