@@ -52,6 +52,7 @@ from pipeline.rescoring.block import (
     RECOMMENDATION_SCHEMA,
     BlockResult,
     MemberBlock,
+    recommendation_writer,
     score_member_block,
     select_top,
     sorted_distinct,
@@ -157,10 +158,7 @@ def _write_local(
               "recommendations": 0}
     _SHARED.update(rescorer=rescorer, top_n=top_n, max_per_company=max_per_company)
     try:
-        # Dictionary pages only where values repeat: on the float columns they cost a third of the write time
-        # and make the file larger.
-        with pq.ParquetWriter(target, RECOMMENDATION_SCHEMA, compression="zstd",
-                              use_dictionary=["member_id", "model_version"]) as writer:
+        with recommendation_writer(target) as writer:
             results = track(ordered_map(_score_task, blocks, processes), "rescore", total=members_total,
                             unit="members", weight=lambda r: r.members, logger=log)
             for result in results:
@@ -177,20 +175,14 @@ def _write_local(
 
 
 def _write_spark(target_dir: Path, frame: DataFrame) -> dict:
-    """Write the Spark recommendations' part files into ``target_dir`` (name order = member order)."""
-    out = target_dir / "spark"
-    frame.write.mode("overwrite").option("compression", "zstd").parquet(str(out))
-    for part in sorted(out.glob("part-*.parquet")):
-        part.rename(target_dir / part.name)
-    for leftover in out.iterdir():
-        leftover.unlink()
-    out.rmdir()
-    files = sorted(target_dir.glob("part-*.parquet"))
-    if not files:  # no member at all: an empty partition still has one (empty) file
+    """Run the Spark re-scoring ``frame``, whose tasks write their part files into ``target_dir`` (name order
+    = member order); returns the summed counts."""
+    from pipeline.rescoring.spark import collect_written
+
+    counts = collect_written(frame, target_dir)
+    if not any(target_dir.glob("part-*.parquet")):  # no member at all: one empty file, as the local engine
         pq.write_table(RECOMMENDATION_SCHEMA.empty_table(), target_dir / "part-00000.parquet")
-        files = sorted(target_dir.glob("part-*.parquet"))
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return {"recommendations": rows}
+    return counts
 
 
 def rescore(
@@ -265,21 +257,21 @@ def rescore(
             spark = get_spark(settings)
             if in_key_order(profile_files) and in_key_order(candidate_files):
                 way = "member ranges read by the tasks"
-                frame, counters = rescore_ranges(
+                frame = rescore_ranges(
                     spark, rescorer, [str(f) for f in profile_files], [str(f) for f in candidate_files],
                     applied_members, applied_jobs, bounds, top_n, max_per_company, members=len(profile_ids),
+                    target_dir=str(tmp),
                 )
             else:
                 way = "candidates grouped by member (input not in member order)"
-                frame, counters = rescore_frame(
+                frame = rescore_frame(
                     spark, rescorer, str(layout.features("member_profiles", ds)), str(cand_path),
                     pa.table({"member_id": applied_members, "job_id": applied_jobs}), bounds, top_n,
-                    max_per_company,
+                    max_per_company, target_dir=str(tmp),
                 )
             log.info("rescore %s on Spark: %s", ds, way)
             with spark_progress(spark, "rescore", logger=log):
                 counts = _write_spark(tmp, frame)
-            counts.update({name: counter.value for name, counter in counters.items()})
         else:
             blocks = member_blocks(profile_files, candidate_files, bounds, applied_members, applied_jobs,
                                    spill_dir=tmp)

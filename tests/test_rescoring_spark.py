@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 from rescoring_world import DAY, make_world
 
@@ -52,15 +53,16 @@ def test_spark_engine_writes_the_same_recommendations_as_the_local_engine(settin
     assert way in caplog.text
 
 
-def test_member_ranges_on_several_partitions_score_each_block_once(settings, spark):
-    """More partitions than cores: each task reads its own member range, and blocks are not cut or repeated."""
+def test_member_ranges_on_several_partitions_score_each_block_once(settings, spark, tmp_path):
+    """More partitions than cores: each task reads its own member range and writes its own file; blocks are not
+    cut or repeated, and the files in name order are the local engine's rows."""
     import numpy as np
     import pyarrow as pa
 
     from pipeline.features.pairs import GlobalSpace
     from pipeline.features.vocab import load_vocab
     from pipeline.rescoring.layout import build_rescorer
-    from pipeline.rescoring.spark import rescore_ranges
+    from pipeline.rescoring.spark import collect_written, rescore_ranges
     from pipeline.rescoring.stream import partition_files, read_key_column
     from pipeline.scoring import _active_jobs, _applied_pairs
 
@@ -76,13 +78,64 @@ def test_member_ranges_on_several_partitions_score_each_block_once(settings, spa
     ids = np.unique(read_key_column(profiles))
     bounds = ids[6::6]
     applied_members, applied_jobs = _applied_pairs(DAY, settings, 60)
-    frame, counters = rescore_ranges(spark, rescorer, [str(f) for f in profiles], [str(f) for f in candidates],
-                                     applied_members, applied_jobs, bounds, 5, 2, members=len(ids), partitions=5)
+    out = tmp_path / "out"
+    out.mkdir()
+    frame = rescore_ranges(spark, rescorer, [str(f) for f in profiles], [str(f) for f in candidates],
+                           applied_members, applied_jobs, bounds, 5, 2, members=len(ids), partitions=5,
+                           target_dir=str(out))
     assert frame.rdd.getNumPartitions() == 5
-    got = pa.Table.from_batches(frame._collect_as_arrow())
-    assert got.cast(local.schema).equals(local)
-    for name in ("members", "members_on_fallback", "pairs_scored"):
-        assert counters[name].value == local_report[name], name
+    counts = collect_written(frame, out)
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"part-0000{p}.parquet" for p in range(5)]
+    assert pa.concat_tables([pq.read_table(f) for f in files]).equals(local)
+    for name in ("members", "members_on_fallback", "pairs_scored", "recommendations"):
+        assert counts[name] == local_report[name], name
+
+
+def test_a_task_attempt_publishes_its_file_whole_and_a_retry_counts_once(tmp_path, monkeypatch):
+    """A partition's file appears only complete (written under an attempt's dot-name, then renamed); a failed
+    attempt's leftover is removed, and a partition reported twice (a retry) is counted once."""
+    import types
+
+    import pyarrow as pa
+    import pyspark
+
+    from pipeline.rescoring.block import RECOMMENDATION_SCHEMA, BlockResult
+    from pipeline.rescoring.spark import WRITTEN_SCHEMA, collect_written, write_partition_file
+
+    def task(partition: int, attempt: int):
+        return types.SimpleNamespace(partitionId=lambda: partition, taskAttemptId=lambda: attempt)
+
+    recs = pa.RecordBatch.from_pylist(
+        [{"member_id": 7, "rank": 1, "job_id": 3, "score": 0.5, "model_version": "v",
+          **{c: 0.0 for c in RECOMMENDATION_SCHEMA.names[5:]}}], schema=RECOMMENDATION_SCHEMA)
+    result = BlockResult(recs, members=1, members_on_fallback=0, members_with_coefficients=1, pairs_scored=4)
+
+    def failing():
+        yield result
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(lambda: task(3, 11)))
+    with pytest.raises(RuntimeError, match="executor lost"):
+        write_partition_file(failing(), str(tmp_path))
+    assert [f.name for f in tmp_path.iterdir()] == [".part-00003.parquet.attempt-11"]  # never the final name
+
+    monkeypatch.setattr(pyspark.TaskContext, "get", staticmethod(lambda: task(3, 12)))
+    written = write_partition_file(iter([result, result]), str(tmp_path))
+    assert written.schema == WRITTEN_SCHEMA
+    assert pq.read_table(tmp_path / "part-00003.parquet").num_rows == 2
+
+    class Frame:  # what the two attempts of partition 3 reported, plus an empty partition 4
+        def collect(self):
+            empty = {"partition": 4, "recommendations": 0, "members": 0, "members_on_fallback": 0,
+                     "members_with_coefficients": 0, "pairs_scored": 0}
+            return [written.to_pylist()[0], written.to_pylist()[0], empty]
+
+    counts = collect_written(Frame(), tmp_path)
+    assert counts == {"recommendations": 2, "members": 2, "members_on_fallback": 0, "members_with_coefficients": 2,
+                      "pairs_scored": 8}
+    assert [f.name for f in tmp_path.iterdir()] == ["part-00003.parquet"]
+    assert pq.read_table(tmp_path / "part-00003.parquet")["member_id"].to_pylist() == [7, 7]
 
 
 def test_block_runs_cover_every_block_once_in_order():
@@ -134,6 +187,7 @@ def test_a_partitions_batches_are_regrouped_into_whole_blocks(settings):
     block = np.searchsorted(bounds, members["member_id"].to_numpy(), side="right")
     members = members.append_column(BLOCK, pa.array(block, pa.int64()))
     batches = members.to_batches(max_chunksize=4)  # blocks of ~6 members cut over batches of 4 rows
-    got = pa.Table.from_batches(list(score_partition(iter(batches), rescorer, 5, 2)))
+    got = pa.Table.from_batches([r.recommendations for r in score_partition(iter(batches), rescorer, 5, 2)
+                                 if r.recommendations.num_rows])
     assert got.num_rows == local.num_rows > 0
     assert got.equals(local)

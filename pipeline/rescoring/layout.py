@@ -319,17 +319,18 @@ class SplitProduct:
         contribution = on_dense.data[entry] * self.dense.ravel()[flat]
         out = np.bincount(pair, weights=contribution, minlength=len(rows)).astype(np.float64, copy=False)
         if on_sparse.nnz and self.sparse.nnz:
-            # The sparse terms' product has a small result: compute it for the block and look the pairs up in
-            # it, so each pair gets the very value the block product adds (same bits as :meth:`block`).
+            # The sparse terms' product has a small result: compute it for the block, scatter it into a
+            # rows × columns scratch (a block's members × active jobs: the scores a block product would fill)
+            # and gather the pairs, so each pair gets the very value the block product adds (same bits as
+            # :meth:`block`). Sorting the product's indices to binary-search them cost a third of re-scoring.
             rest = (on_sparse @ self.sparse).tocsr()
-            rest.sort_indices()
-            n_columns = self.shape[1]
-            keys = np.repeat(np.arange(rest.shape[0], dtype=np.int64) * n_columns, np.diff(rest.indptr))
-            keys += rest.indices
-            wanted = rows * n_columns + columns
-            at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-            hit = np.flatnonzero(keys[at] == wanted) if len(keys) else np.zeros(0, np.int64)
-            out[hit] += rest.data[at[hit]]
+            if rest.nnz:
+                n_columns = self.shape[1]
+                scratch = np.zeros(rest.shape[0] * n_columns)
+                flat = np.repeat(np.arange(rest.shape[0], dtype=np.int64) * n_columns, np.diff(rest.indptr))
+                flat += rest.indices
+                scratch[flat] = rest.data  # a CSR product holds each (row, column) once
+                out += scratch[rows * n_columns + columns]
         return out
 
 

@@ -8,19 +8,24 @@ local engine's:
   the local first stage and the Spark first stage write): each Spark partition is a range of consecutive
   blocks, and its task reads just that member range's row groups from the partitions (which the workers see,
   as every Spark step here reads and writes the data folder) and scores block by block. Nothing is shuffled.
-- :func:`rescore_frame`, for partitions in any order: the member table (profiles, first-stage candidates and recent applies as list columns, one row per member,
-built by a group-by over every candidate pair) is range-partitioned by block and sorted by (block, member_id);
-each partition's Arrow batches are regrouped into whole blocks. At 1M members × 1,000 candidates that
-group-by shuffles 10⁹ rows and took 2.5× the local engine's time on 2 cores.
+- :func:`rescore_frame`, for partitions in any order: the member table (profiles, first-stage candidates and
+  recent applies as list columns, one row per member, built by a group-by over every candidate pair) is
+  range-partitioned by block and sorted by (block, member_id); each partition's Arrow batches are regrouped
+  into whole blocks. At 1M members × 1,000 candidates that group-by shuffles 10⁹ rows and took 2.5× the local
+  engine's time on 2 cores.
 
-Either way each block is scored with :func:`pipeline.rescoring.block.score_member_block`, and the output part
-files, read in name order, are in (member_id, rank) order like the local engine's one file.
+Either way each block is scored with :func:`pipeline.rescoring.block.score_member_block`, and each task writes
+its partition's recommendations itself (:func:`write_partition_file`): one file per partition, whose names in
+order hold the rows in (member_id, rank) order like the local engine's one file. The action that runs it is
+:func:`collect_written`, which sums the tasks' counts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -28,9 +33,9 @@ import pyarrow.compute as pc
 
 from pipeline.rescoring.block import (
     PROFILE_COLUMNS,
-    RECOMMENDATION_SCHEMA,
     BlockResult,
     MemberBlock,
+    recommendation_writer,
     score_member_block,
 )
 from pipeline.rescoring.layout import Rescorer
@@ -43,6 +48,9 @@ BLOCKS_PER_PARTITION = 32
 # 20k-member partitions spend their time reading rows they drop.
 RANGE_MEMBERS = 20_000
 COUNTS = ("members", "members_on_fallback", "members_with_coefficients", "pairs_scored")
+# What each Spark task returns: its partition and what it wrote and counted.
+WRITTEN_SCHEMA = pa.schema([("partition", pa.int64()), ("recommendations", pa.int64()),
+                            *((name, pa.int64()) for name in COUNTS)])
 
 
 def _flat(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,12 +77,10 @@ def score_partition(
     rescorer: Rescorer,
     top_n: int,
     max_per_company: int | None,
-    on_block: Callable[[BlockResult], None] | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """The ``mapInArrow`` function: batches sorted by (block, member_id) in, recommendations out.
+) -> Iterator[BlockResult]:
+    """Batches of member rows sorted by (block, member_id) in (the grouping path), one result per block out.
 
     Rows of one block may arrive over several batches; a block is scored once its last row has been seen.
-    ``on_block`` is called with each block's result (the counts of the run report).
     """
     pending: list[pa.Table] = []
     current = None
@@ -86,32 +92,68 @@ def score_partition(
         starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
         for start, stop in zip(starts, [*starts[1:], len(blocks)], strict=True):
             if current is not None and blocks[start] != current:
-                yield from _score(pending, rescorer, top_n, max_per_company, on_block)
+                yield _score(pending, rescorer, top_n, max_per_company)
                 pending = []
             current = blocks[start]
             pending.append(table.slice(start, stop - start))
     if pending:
-        yield from _score(pending, rescorer, top_n, max_per_company, on_block)
+        yield _score(pending, rescorer, top_n, max_per_company)
 
 
-def _score(parts: list[pa.Table], rescorer: Rescorer, top_n: int, cap: int | None,
-           on_block: Callable[[BlockResult], None] | None) -> Iterator[pa.RecordBatch]:
-    result = score_member_block(rescorer, block_of_rows(pa.concat_tables(parts)), top_n, cap)
-    if on_block is not None:
-        on_block(result)
-    if result.recommendations.num_rows:
-        yield result.recommendations
+def _score(parts: list[pa.Table], rescorer: Rescorer, top_n: int, cap: int | None) -> BlockResult:
+    return score_member_block(rescorer, block_of_rows(pa.concat_tables(parts)), top_n, cap)
 
 
-def _counters(spark) -> dict:
-    return {name: spark.sparkContext.accumulator(0) for name in COUNTS}
+def part_file(partition: int) -> str:
+    """The name of Spark partition ``partition``'s recommendations file: name order = partition order."""
+    return f"part-{partition:05d}.parquet"
 
 
-def _adder(counters: dict) -> Callable[[BlockResult], None]:
-    def count(result: BlockResult) -> None:
-        for name, counter in counters.items():
-            counter.add(int(getattr(result, name)))
-    return count
+def write_partition_file(results: Iterable[BlockResult], target_dir: str) -> pa.RecordBatch:
+    """Write one Spark task's block results to ``target_dir/part-NNNNN.parquet`` (NNNNN: its partition) and
+    return its :data:`WRITTEN_SCHEMA` row.
+
+    The task writes with pyarrow (the local engine's writer settings): routing 10⁸ rows of 16 columns through
+    Spark's JVM Parquet writer cost a third of re-scoring's time. The file appears under its final name only
+    once complete (written under a name unique to the task attempt, then renamed), so a retried or
+    speculative attempt replaces it with the same rows and a failed one leaves only a dot-file, which
+    :func:`collect_written` removes. Partitions without recommendations write no file.
+    """
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    partition, attempt = context.partitionId(), context.taskAttemptId()
+    folder = Path(target_dir)
+    final = folder / part_file(partition)
+    temporary = folder / f".{final.name}.attempt-{attempt}"
+    totals = dict.fromkeys(COUNTS, 0)
+    rows, writer = 0, None
+    try:
+        for result in results:
+            for name in COUNTS:
+                totals[name] += int(getattr(result, name))
+            if result.recommendations.num_rows:
+                writer = writer or recommendation_writer(temporary)
+                writer.write_batch(result.recommendations)
+                rows += result.recommendations.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(temporary, final)
+    return pa.RecordBatch.from_pylist([{"partition": partition, "recommendations": rows, **totals}],
+                                      schema=WRITTEN_SCHEMA)
+
+
+def collect_written(frame, target_dir: Path) -> dict:
+    """Run ``frame`` (one :data:`WRITTEN_SCHEMA` row per task, from :func:`write_partition_file`) and return
+    the summed counts (a retried partition counted once); removes failed attempts' leftovers."""
+    rows = {}
+    for row in frame.collect():
+        rows[row["partition"]] = row  # attempts of one partition report the same rows
+    for leftover in Path(target_dir).glob(".part-*.attempt-*"):
+        leftover.unlink()
+    return {name: sum(int(row[name]) for row in rows.values()) for name in ("recommendations", *COUNTS)}
 
 
 def block_ranges(bounds: np.ndarray, partitions: int) -> list[tuple[int | None, int | None, np.ndarray]]:
@@ -141,19 +183,19 @@ def rescore_ranges(
     max_per_company: int | None,
     *,
     members: int,
+    target_dir: str,
     partitions: int | None = None,
 ):
-    """(DataFrame of :data:`RECOMMENDATION_SCHEMA` with partitions in member order, counters), reading each
-    partition's member range straight from the files (see the module docstring).
+    """A DataFrame that, when collected by :func:`collect_written`, writes the recommendations into
+    ``target_dir`` (one file per partition, name order = member order), reading each partition's member range
+    straight from the files (see the module docstring).
 
     ``profile_files``/``candidate_files``: the partitions' Parquet files in name order, in member order
     (:func:`pipeline.rescoring.stream.in_key_order`; a task raises ``ValueError`` otherwise) and readable at these
-    paths by the workers. ``applied_members`` (sorted) / ``applied_jobs``: pairs to drop. ``members``: the
-    profiled members, which sets the default ``partitions``: one per core, or one per :data:`RANGE_MEMBERS`
-    members when that is more. ``counters`` as for :func:`rescore_frame`.
+    paths by the workers, as ``target_dir`` is writable. ``applied_members`` (sorted) / ``applied_jobs``: pairs
+    to drop. ``members``: the profiled members, which sets the default ``partitions``: one per core, or one
+    per :data:`RANGE_MEMBERS` members when that is more.
     """
-    from pathlib import Path
-
     from pyspark.sql.pandas.types import from_arrow_schema
 
     n = partitions or max(spark.sparkContext.defaultParallelism, math.ceil(members / RANGE_MEMBERS))
@@ -163,24 +205,21 @@ def rescore_ranges(
                                                    np.asarray(applied_jobs, np.int64)))
     shared = spark.sparkContext.broadcast(rescorer)
     profile_paths, candidate_paths = [Path(f) for f in profile_files], [Path(f) for f in candidate_files]
-    counters = _counters(spark)
-    count = _adder(counters)
 
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def results(batches: Iterator[pa.RecordBatch]) -> Iterator[BlockResult]:
         members, jobs = shared_applied.value
         for batch in batches:
             for run in batch.column(0).to_numpy(zero_copy_only=False).tolist():
                 lo, hi, inner = shared_runs.value[run]
-                blocks = member_blocks(profile_paths, candidate_paths, inner, members, jobs, within=(lo, hi))
-                for block in blocks:
-                    result = score_member_block(shared.value, block, top_n, max_per_company)
-                    count(result)
-                    if result.recommendations.num_rows:
-                        yield result.recommendations
+                for block in member_blocks(profile_paths, candidate_paths, inner, members, jobs, within=(lo, hi)):
+                    yield score_member_block(shared.value, block, top_n, max_per_company)
 
-    # One row (the run's index) per partition, in order: a partition's output is its run's members in order.
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield write_partition_file(results(batches), target_dir)
+
+    # One row (the run's index) per partition, in order: partition p writes run p's members.
     ids = spark.range(0, len(runs), 1, numPartitions=len(runs))
-    return ids.mapInArrow(score, from_arrow_schema(RECOMMENDATION_SCHEMA)), counters
+    return ids.mapInArrow(write, from_arrow_schema(WRITTEN_SCHEMA))
 
 
 def rescore_frame(
@@ -193,14 +232,15 @@ def rescore_frame(
     top_n: int,
     max_per_company: int | None,
     *,
+    target_dir: str,
     partitions: int | None = None,
 ):
-    """(DataFrame of :data:`RECOMMENDATION_SCHEMA` with partitions in member order, counters).
+    """A DataFrame that, when collected by :func:`collect_written`, writes the recommendations into
+    ``target_dir`` (one file per partition, name order = member order), grouping the candidates per member.
 
     ``applied``: (member_id, job_id) pairs to drop; ``bounds``: the member blocks' boundaries (ascending
     member IDs, as for the local engine); ``partitions``: Spark partitions (default one per core, or one per
-    :data:`BLOCKS_PER_PARTITION` blocks when that is more). ``counters``: a Spark accumulator per name of :data:`COUNTS`,
-    summed over the blocks once an action has run the frame (a retried task would count its blocks twice).
+    :data:`BLOCKS_PER_PARTITION` blocks when that is more).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -239,11 +279,9 @@ def rescore_frame(
     blocked = blocked.repartitionByRange(n, BLOCK).sortWithinPartitions(BLOCK, "member_id")
 
     shared = spark.sparkContext.broadcast(rescorer)
-    counters = _counters(spark)
-    count = _adder(counters)
 
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return score_partition(batches, shared.value, top_n, max_per_company, count)
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield write_partition_file(score_partition(batches, shared.value, top_n, max_per_company), target_dir)
 
-    return blocked.mapInArrow(score, from_arrow_schema(RECOMMENDATION_SCHEMA)), counters
+    return blocked.mapInArrow(write, from_arrow_schema(WRITTEN_SCHEMA))
 
