@@ -42,7 +42,7 @@ class StandaloneCluster:
     def __init__(self, cores: int = 2, memory: str = "6g", *, python: str | None = None, timeout: float = 90.0):
         import pyspark
 
-        self.home = Path(pyspark.__file__).parent
+        self.spark_home = Path(pyspark.__file__).parent
         self.cores, self.memory, self.timeout = cores, memory, timeout
         self.python = python or sys.executable
         self.port, self.ui_port = free_port(), free_port()
@@ -54,10 +54,10 @@ class StandaloneCluster:
         return f"spark://127.0.0.1:{self.port}"
 
     def _start(self, name: str, args: list[str]) -> None:
-        env = {**os.environ, "SPARK_HOME": str(self.home), "SPARK_LOG_DIR": str(self.work),
+        env = {**os.environ, "SPARK_HOME": str(self.spark_home), "SPARK_LOG_DIR": str(self.work),
                "SPARK_WORKER_DIR": str(self.work), "PYSPARK_PYTHON": self.python}
         log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process's end)
-        self.procs.append(subprocess.Popen([str(self.home / "bin" / "spark-class"), *args], env=env,
+        self.procs.append(subprocess.Popen([str(self.spark_home / "bin" / "spark-class"), *args], env=env,
                                            stdout=log, stderr=subprocess.STDOUT))
         log.close()
 
