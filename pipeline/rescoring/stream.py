@@ -91,11 +91,12 @@ def _row_groups(files: Sequence[Path], columns: list[str], within: tuple[int | N
     """The files' row groups in order; with ``within = (lo, hi)`` only the rows with lo <= member_id < hi (a bound
     of None is open), skipping row groups whose statistics lie outside (the files must be in key order)."""
     lo, hi = within
+    bounded = lo is not None or hi is not None
     for f in files:
         parquet = pq.ParquetFile(f)
         index = parquet.schema_arrow.get_field_index(KEY)
         for g in range(parquet.metadata.num_row_groups):
-            if lo is not None or hi is not None:
+            if bounded:
                 stats = parquet.metadata.row_group(g).column(index).statistics
                 if stats is not None and stats.has_min_max:
                     if hi is not None and stats.min >= hi:
@@ -103,7 +104,7 @@ def _row_groups(files: Sequence[Path], columns: list[str], within: tuple[int | N
                     if lo is not None and stats.max < lo:
                         continue
             group = parquet.read_row_group(g, columns=columns)
-            if lo is not None or hi is not None:
+            if bounded:
                 keys = group[KEY].to_numpy()
                 keep = np.ones(len(keys), dtype=bool)
                 if lo is not None:
@@ -258,13 +259,13 @@ def member_blocks(
     candidates = member_ranges(candidate_files, ["member_id", "job_id"], bounds, spill_dir=spill_dir, within=within)
     cuts = [0, *np.searchsorted(applied_members, bounds, side="left").tolist(), len(applied_members)]
     for b, (profile_rows, candidate_rows) in enumerate(zip(profiles, candidates, strict=True)):
-        lo, hi = cuts[b], cuts[b + 1]
+        start, stop = cuts[b], cuts[b + 1]  # the block's applied pairs
         yield MemberBlock.of(
             profile_rows,
             candidate_rows["member_id"].to_numpy(zero_copy_only=False),
             candidate_rows["job_id"].to_numpy(zero_copy_only=False),
-            applied_members[lo:hi],
-            applied_jobs[lo:hi],
+            applied_members[start:stop],
+            applied_jobs[start:stop],
         )
 
 
