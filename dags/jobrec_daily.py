@@ -35,6 +35,11 @@ still queued or running, so backfilled days retrain in date order whatever the b
 pending, it fails naming the day to run first. All three of the dialog's reprocess choices ("Missing
 Runs", "Missing and Errored Runs", "All Runs") work.
 
+**One heavy step at a time.** `retrain`, `retrieve_candidates` and `rescore` share the pool `jobrec_compute`
+(1 slot): at scale each takes most of the machine's memory, so the retrieval branch waits for the retrain
+(about a minute of wall time on a 1M-member day) and two runs never train or score at once. With the steps on
+a Spark cluster, give the pool more slots (Admin → Pools).
+
 Every task is one call into `pipeline` with the run's `ds` and writes only that day's partitions, so a
 rerun of a day replaces that day's outputs and nothing else. The serving store's pointer only moves forward
 in `ds`: a backfill of past days is published for inspection and never replaces the lists members see, nor
@@ -56,6 +61,7 @@ import datetime as dt
 from airflow.sdk import DAG, Param, task
 
 from pipeline.dag_defaults import (
+    COMPUTE_POOL,
     FEATURES_POOL,
     daily_schedule,
     default_args,
@@ -126,7 +132,7 @@ with DAG(
     def build_features(ds=None, params=None) -> dict:
         return run_step("pipeline.features:build_features", ds, params)
 
-    @task
+    @task(pool=COMPUTE_POOL)
     def retrain(ds=None, params=None) -> dict:
         return run_step(
             "pipeline.training:train_daily", ds, params, mode=params["retrain_mode"], engine=params["engine"]
@@ -142,12 +148,12 @@ with DAG(
     def update_index(ds=None, params=None) -> dict:
         return run_step("pipeline.retrieval_tasks:update_index", ds, params)
 
-    @task
+    @task(pool=COMPUTE_POOL)
     def retrieve_candidates(ds=None, params=None) -> dict:
         engine = "spark" if params["engine"] == "spark" else "processes"
         return run_step("pipeline.retrieval_tasks:retrieve_candidates", ds, params, engine=engine)
 
-    @task
+    @task(pool=COMPUTE_POOL)
     def rescore(ds=None, params=None) -> dict:
         return run_step("pipeline.scoring:rescore", ds, params, engine=params["engine"])
 

@@ -163,8 +163,9 @@ def _generate_airflow_cfg(airflow_home: Path, env: dict[str, str] | None) -> Non
 def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
     """Run ``airflow db migrate`` in a subprocess unless this home's database was already migrated by this version.
 
-    The marker under ``airflow_home`` records the Airflow version and (a hash of) the database URL, so pointing
-    the same home at another database (e.g. a fresh Postgres) migrates that one too.
+    The marker under ``airflow_home`` records the Airflow version, (a hash of) the database URL and the jobrec
+    pools, so pointing the same home at another database (e.g. a fresh Postgres) migrates that one too, and a
+    pool added by an upgrade of jobrec is created.
     """
     import hashlib
     from importlib.metadata import version
@@ -173,7 +174,11 @@ def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
     full_env = {**os.environ, **(env or {})}
     conn = full_env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
     airflow_version = version("apache-airflow")
-    stamp = f"{airflow_version} {hashlib.sha256(conn.encode()).hexdigest()[:16]}"
+    from pipeline.dag_defaults import POOLS
+
+    # the pools are in the stamp so that a home migrated before a pool was added gets it
+    pools = ",".join(name for name, _, _ in POOLS)
+    stamp = f"{airflow_version} {hashlib.sha256(conn.encode()).hexdigest()[:16]} {pools}"
     if marker.exists() and marker.read_text().strip() == stamp:
         return
     log.info("migrating the Airflow metadata DB under %s (airflow %s)", airflow_home, airflow_version)
@@ -194,16 +199,30 @@ def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
 
 
 def ensure_pools(env: dict[str, str]) -> None:
-    """Create the pools the jobrec DAGs use (``airflow pools set``; idempotent)."""
-    from pipeline.dag_defaults import FEATURES_POOL, FEATURES_POOL_DESCRIPTION
+    """Create the pools the jobrec DAGs use (``dag_defaults.POOLS``) that the metadata DB lacks.
 
-    result = subprocess.run(
-        [sys.executable, "-m", "airflow", "pools", "set", FEATURES_POOL, "1", FEATURES_POOL_DESCRIPTION],
-        env=env, capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"`airflow pools set {FEATURES_POOL}` failed (exit {result.returncode}):\n"
-                           f"{result.stderr[-3000:]}")
+    Existing pools keep their slots: an operator who gave ``jobrec_compute`` more slots (steps on a Spark
+    cluster) keeps them across upgrades. A task whose pool does not exist is never scheduled, so this runs
+    with every migration (``docker-compose.yml``'s ``airflow-init`` does the same)."""
+    import json
+
+    from pipeline.dag_defaults import POOLS
+
+    listed = subprocess.run([sys.executable, "-m", "airflow", "pools", "list", "--output", "json"],
+                            env=env, capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        raise RuntimeError(f"`airflow pools list` failed (exit {listed.returncode}):\n{listed.stderr[-3000:]}")
+    existing = {pool["pool"] for pool in json.loads(listed.stdout or "[]")}
+    for name, slots, description in POOLS:
+        if name in existing:
+            continue
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "pools", "set", name, str(slots), description],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"`airflow pools set {name}` failed (exit {result.returncode}):\n"
+                               f"{result.stderr[-3000:]}")
 
 
 def call_pipeline(target: str, ds: str | None, params: dict | None = None, **kwargs) -> dict:

@@ -50,6 +50,19 @@ def test_no_task_depends_on_past_so_the_backfill_dialogs_default_works(dagbag) -
         assert not [t.task_id for t in dagbag.get_dag(dag_id).tasks if t.depends_on_past], dag_id
 
 
+def test_every_pool_a_task_uses_is_created_with_the_metadata_db(dagbag) -> None:
+    # A task in a pool that does not exist is never scheduled; airflow_env.ensure_pools creates POOLS.
+    from pipeline.dag_defaults import POOLS
+
+    created = {name for name, _, _ in POOLS} | {"default_pool"}
+    for dag_id in EXPECTED_DAGS:
+        used = {t.pool for t in dagbag.get_dag(dag_id).tasks}
+        assert used <= created, (dag_id, used - created)
+    heavy = {t.task_id: t.pool for t in dagbag.get_dag("jobrec_daily").tasks
+             if t.task_id in ("retrain", "retrieve_candidates", "rescore")}
+    assert heavy == dict.fromkeys(heavy, "jobrec_compute") and len(heavy) == 3
+
+
 def _scheduler_dag(dagbag, dag_id: str):
     """The DAG as the scheduler sees it (serialized), with the core timetable."""
     from airflow.serialization.serialized_objects import DagSerialization
