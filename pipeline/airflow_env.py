@@ -182,20 +182,19 @@ def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
     if marker.exists() and marker.read_text().strip() == stamp:
         return
     log.info("migrating the Airflow metadata DB under %s (airflow %s)", airflow_home, airflow_version)
-    result = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"`airflow db migrate` failed (exit {result.returncode}) for AIRFLOW_HOME={airflow_home}:\n"
-            f"{result.stderr[-3000:]}"
-        )
+    _airflow_cli(["db", "migrate"], full_env, f" for AIRFLOW_HOME={airflow_home}")
     ensure_pools(full_env)
     marker.write_text(stamp + "\n")
+
+
+def _airflow_cli(args: list[str], env: dict[str, str], context: str = "") -> str:
+    """Run ``airflow <args>`` with this interpreter in a subprocess; its stdout, or RuntimeError with its stderr."""
+    result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"`airflow {' '.join(args[:2])}` failed (exit {result.returncode}){context}:\n"
+                           f"{result.stderr[-3000:]}")
+    return result.stdout
 
 
 def ensure_pools(env: dict[str, str]) -> None:
@@ -203,26 +202,15 @@ def ensure_pools(env: dict[str, str]) -> None:
 
     Existing pools keep their slots: an operator who gave ``jobrec_compute`` more slots (steps on a Spark
     cluster) keeps them across upgrades. A task whose pool does not exist is never scheduled, so this runs
-    with every migration (``docker-compose.yml``'s ``airflow-init`` does the same)."""
+    with every migration (``docker-compose.yml``'s ``airflow-init`` calls it too)."""
     import json
 
     from pipeline.dag_defaults import POOLS
 
-    listed = subprocess.run([sys.executable, "-m", "airflow", "pools", "list", "--output", "json"],
-                            env=env, capture_output=True, text=True, check=False)
-    if listed.returncode != 0:
-        raise RuntimeError(f"`airflow pools list` failed (exit {listed.returncode}):\n{listed.stderr[-3000:]}")
-    existing = {pool["pool"] for pool in json.loads(listed.stdout or "[]")}
+    existing = {pool["pool"] for pool in json.loads(_airflow_cli(["pools", "list", "--output", "json"], env) or "[]")}
     for name, slots, description in POOLS:
-        if name in existing:
-            continue
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "pools", "set", name, str(slots), description],
-            env=env, capture_output=True, text=True, check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"`airflow pools set {name}` failed (exit {result.returncode}):\n"
-                               f"{result.stderr[-3000:]}")
+        if name not in existing:
+            _airflow_cli(["pools", "set", name, str(slots), description], env)
 
 
 def call_pipeline(target: str, ds: str | None, params: dict | None = None, **kwargs) -> dict:

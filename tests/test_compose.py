@@ -46,6 +46,7 @@ def test_compose_has_airflow3_components_postgres_redis_and_spark(compose) -> No
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-triggerer"] == "triggerer"
     assert "db migrate" in str(services["airflow-init"]["command"])
+    assert "ensure_pools" in str(services["airflow-init"]["command"]), "the DAGs' pools must exist"
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
     assert "deploy.master.Master" in str(services["spark-master"]["command"])
