@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -32,12 +31,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "out"
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -85,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.airflow_client import AirflowClient, finished_runs, wait_for
     from pipeline.airflow_stack import AirflowStack
     from pipeline.config import Settings
+    from pipeline.net import free_port
     from pipeline.synth import generate_marketplace
 
     today = dt.datetime.now(dt.UTC).date()
@@ -103,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"marketplace: {members} members x {jobs} jobs, days {days[0]}..{days[-1]} under {home}")
     generate_marketplace(home, members=members, jobs=jobs, days=len(days), start=first, seed=7,
                          impressions_per_day=10 * members)
-    stack = AirflowStack(settings, port=_free_port())
+    stack = AirflowStack(settings, port=free_port())
     result: dict = {"members": members, "jobs": jobs, "days": days}
     wall = time.monotonic()
     try:

@@ -33,7 +33,6 @@ import logging
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import publishing  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
+from pipeline.net import free_port  # noqa: E402
 from pipeline.storage import write_partition  # noqa: E402
 from serving_store import codec  # noqa: E402
 from serving_store.connection import connect, redact_url  # noqa: E402
@@ -170,12 +170,6 @@ def flush_db9(url: str) -> None:
     client.select(9)
     client.flushdb()
     client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def jobrec_command() -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Settings
-from pipeline.storage import check_ds, write_json
+from pipeline.storage import check_ds, partition_files, record_batches, write_json
 
 log = logging.getLogger(__name__)
 
@@ -117,21 +117,17 @@ def summarize_recommendations(ds: str, settings: Settings, *, bins: int = 40, to
     ``top`` jobs in most lists, ties by job_id; titles from the day's validated, else raw, jobs).
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     path = settings.layout.recommendations(check_ds(ds))
-    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith((".", "_"))) if path.is_dir() else []
-    if not files:
+    try:
+        partition_files(path)
+    except FileNotFoundError:
         return None
-
-    def batches(columns: list[str]):
-        for file in files:
-            yield from pq.ParquetFile(file).iter_batches(batch_size=1 << 20, columns=columns)
 
     rows = members = 0
     low, high, total = np.inf, -np.inf, 0.0
     job_parts, count_parts = [], []
-    for batch in batches(["rank", "job_id", "score"]):
+    for batch in record_batches(path, ["rank", "job_id", "score"]):
         scores = batch.column("score").to_numpy(zero_copy_only=False)
         rows += len(scores)
         members += int(pc.sum(pc.equal(batch.column("rank"), 1)).as_py() or 0)
@@ -145,7 +141,7 @@ def summarize_recommendations(ds: str, settings: Settings, *, bins: int = 40, to
                 "score_histogram": {"edges": [], "counts": []}, "top_jobs": []}
     edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
     hist = np.zeros(bins, dtype=np.int64)
-    for batch in batches(["score"]):
+    for batch in record_batches(path, ["score"]):
         hist += np.histogram(batch.column("score").to_numpy(zero_copy_only=False), bins=edges)[0]
     ids, inverse = np.unique(np.concatenate(job_parts), return_inverse=True)
     per_job = np.bincount(inverse, weights=np.concatenate(count_parts)).astype(np.int64)

@@ -222,12 +222,19 @@ def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Tabl
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
 
 
-def column_batches(target: Path, column: str, *, batch_rows: int = 1 << 20) -> Iterator[np.ndarray]:
-    """One column of a partition folder (or file), batch by batch in file order, as NumPy arrays: the memory
-    of one batch whatever the partition's size (a 1M-member day's candidates hold 10^9 rows)."""
+def record_batches(target: Path, columns: list[str], *, batch_rows: int = 1 << 20) -> Iterator[pa.RecordBatch]:
+    """``columns`` of a partition folder (or file) as Arrow record batches of up to ``batch_rows`` rows, in
+    file order: the memory of one batch whatever the partition's size (a 1M-member day's candidates hold
+    10^9 rows). Raises ``FileNotFoundError`` naming the path when the partition does not exist."""
     for f in partition_files(target):
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=[column]):
-            yield batch.column(0).to_numpy(zero_copy_only=False)
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def column_batches(target: Path, column: str, *, batch_rows: int = 1 << 20) -> Iterator[np.ndarray]:
+    """One column of a partition folder (or file), batch by batch in file order, as NumPy arrays
+    (:func:`record_batches`)."""
+    for batch in record_batches(target, [column], batch_rows=batch_rows):
+        yield batch.column(0).to_numpy(zero_copy_only=False)
 
 
 def partition_files(target: Path) -> list[Path]:

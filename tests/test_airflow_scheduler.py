@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,16 +30,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.net import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TOP_N = 10
 DAILY_CONF = {"top_n": TOP_N, "candidates_k": 50, "gate_margin": 0.2}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _postgres_bin() -> Path | None:
@@ -60,7 +55,7 @@ def postgres_url():
         pytest.skip("PostgreSQL server binaries not found: apt-get install -y postgresql (.ci/run does)")
     # Not under pytest's tmp folders: those are private to root, and the server may run as another user.
     data = Path(tempfile.mkdtemp(prefix="jobrec-test-pg-"))
-    port = _free_port()
+    port = free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
@@ -144,7 +139,7 @@ def test_scheduled_runs_ui_backfills_and_late_data_under_the_real_scheduler(
         (settings.layout.raw(table, yesterday) / LANDED_MARKER).unlink()
     assert len(missing_raw_partitions(yesterday, settings)) == 4
 
-    stack = AirflowStack(settings, port=_free_port(), extra_env=env)
+    stack = AirflowStack(settings, port=free_port(), extra_env=env)
     stages: dict[str, float] = {}
     pids: list[int] = []
     try:

@@ -23,18 +23,14 @@ import httpx
 import psutil
 import pytest
 
+from pipeline.net import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parent.parent
 # The `jobrec` console script is `pipeline.cli:main`; call it the same way with this interpreter.
 JOBREC = [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())"]
 BANNER_END = "Ctrl-C stops Airflow."
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _clean_env(home: Path) -> dict[str, str]:
@@ -154,7 +150,7 @@ def _login(base_url: str, password: str) -> str:
 
 def test_demo_ui_runs_on_the_chosen_port_locally_and_stops_on_sigterm_and_sigint(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     launcher = Launcher(home, port)
     try:
         banner = launcher.wait_banner()
