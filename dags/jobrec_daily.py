@@ -61,8 +61,6 @@ import datetime as dt
 from airflow.sdk import DAG, Param, task
 
 from pipeline.dag_defaults import (
-    COMPUTE_POOL,
-    FEATURES_POOL,
     daily_schedule,
     default_args,
     run_step,
@@ -70,6 +68,7 @@ from pipeline.dag_defaults import (
     wait_params,
 )
 from pipeline.dag_sensors import ParentModelSensor, RawDataLandedSensor
+from pipeline.pools import COMPUTE_POOL, FEATURES_POOL
 
 SETTINGS = settings_defaults()
 DEFAULT_ARGS = default_args(

@@ -36,7 +36,6 @@ import datetime as dt
 from airflow.sdk import DAG, Param, task
 
 from pipeline.dag_defaults import (
-    FEATURES_POOL,
     default_args,
     run_step,
     settings_defaults,
@@ -44,6 +43,7 @@ from pipeline.dag_defaults import (
     weekly_schedule,
 )
 from pipeline.dag_sensors import RawDataLandedSensor
+from pipeline.pools import FEATURES_POOL
 
 SETTINGS = settings_defaults()
 DEFAULT_ARGS = default_args(

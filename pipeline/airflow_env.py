@@ -174,7 +174,7 @@ def migrate_db(airflow_home: Path, env: dict[str, str] | None = None) -> None:
     full_env = {**os.environ, **(env or {})}
     conn = full_env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
     airflow_version = version("apache-airflow")
-    from pipeline.dag_defaults import POOLS
+    from pipeline.pools import POOLS
 
     # the pools are in the stamp so that a home migrated before a pool was added gets it
     pools = ",".join(name for name, _, _ in POOLS)
@@ -198,14 +198,14 @@ def _airflow_cli(args: list[str], env: dict[str, str], context: str = "") -> str
 
 
 def ensure_pools(env: dict[str, str]) -> None:
-    """Create the pools the jobrec DAGs use (``dag_defaults.POOLS``) that the metadata DB lacks.
+    """Create the pools the jobrec DAGs use (``pipeline.pools.POOLS``) that the metadata DB lacks.
 
     Existing pools keep their slots: an operator who gave ``jobrec_compute`` more slots (steps on a Spark
     cluster) keeps them across upgrades. A task whose pool does not exist is never scheduled, so this runs
     with every migration (``docker-compose.yml``'s ``airflow-init`` calls it too)."""
     import json
 
-    from pipeline.dag_defaults import POOLS
+    from pipeline.pools import POOLS
 
     existing = {pool["pool"] for pool in json.loads(_airflow_cli(["pools", "list", "--output", "json"], env) or "[]")}
     for name, slots, description in POOLS:

@@ -52,7 +52,7 @@ def test_no_task_depends_on_past_so_the_backfill_dialogs_default_works(dagbag) -
 
 def test_every_pool_a_task_uses_is_created_with_the_metadata_db(dagbag) -> None:
     # A task in a pool that does not exist is never scheduled; airflow_env.ensure_pools creates POOLS.
-    from pipeline.dag_defaults import POOLS
+    from pipeline.pools import POOLS
 
     created = {name for name, _, _ in POOLS} | {"default_pool"}
     for dag_id in EXPECTED_DAGS:
