@@ -17,12 +17,20 @@ and peak memory: per task (from the run report: the task's process plus its work
 finished child processes, and the peak RSS (VmHWM) of the still-running Spark JVM). Beside retrieval's and re-scoring's task times it
 prints each one's same-run SciPy sparse-product limit (``bench_rescore.scipy_limits``: the plain product of the
 day's member blocks with the job matrix, measured on the same data right after the run, with the same worker
-processes) and the ratios. Writes ``bench/out/daily.json``.
+processes) and the ratios. Writes ``bench/out/daily.json`` (the latest run) and a copy named for the run's
+size, engine and mode, e.g. ``bench/out/daily_1000000x100000_spark_scheduler.json``, which a run of
+another size does not overwrite.
 
 ``--scheduler`` runs the day as users do instead: the Airflow stack (api-server, scheduler, dag-processor,
 triggerer; LocalExecutor, each task in a process of its own, so e.g. a task's Spark JVM ends with it) on a free
 port, the run triggered through the REST API. Its wall time is the run's, from the API; each task's time is
 given twice: the task function's (run report) and the task instance's (Airflow, with process start).
+
+``--serving-redis`` measures as on a machine that also serves lookups: before the run, the embedded Redis is
+started and holds the number of versions the store keeps (``JOBREC_VERSIONS_KEPT``, 3), filled by publishing
+day 2's recommendations left by an earlier run in this home (a first run has none: run the day once, then again
+with the flag). Without it the embedded Redis is whatever state the home left it in (a fresh home: not running
+until the run's publish starts it).
 
 Both modes sample the machine's used memory (``MemTotal - MemAvailable`` of ``/proc/meminfo``, i.e. without
 reclaimable page cache) every half second during the run: the peak, and the peak over the level before the run.
@@ -42,7 +50,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "bench" / "out" / "daily.json"
+OUT_DIR = REPO / "bench" / "out"
+OUT = OUT_DIR / "daily.json"
 START = "2024-01-01"
 DAY2 = "2024-01-02"
 
@@ -95,20 +104,34 @@ class MachineMemory:
                 "peak_over_before_mib": round(self.peak - self.before)}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _api_seconds(start: str | None, end: str | None) -> float | None:
     import datetime as dt
 
     if not start or not end:
         return None
     return round((dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds(), 1)
+
+
+def fill_serving_store(settings) -> dict:
+    """Start the embedded Redis and publish DAY2's recommendations until the store holds
+    ``settings.versions_kept`` versions (the steady state of a machine that publishes every day).
+
+    Returns ``{"versions", "used_memory_mib", "rss_mib"}`` of the Redis server afterwards. Raises SystemExit
+    with what to do when there are no recommendations for DAY2 to publish yet."""
+    from pipeline.publishing import publish, serving_keys
+    from serving_store.connection import connect
+
+    if not (settings.layout.recommendations(DAY2)).exists():
+        raise SystemExit(f"--serving-redis needs day {DAY2}'s recommendations in {settings.home}: run this "
+                         "bench once without the flag first, then again with it")
+    client = connect(settings, client_name="jobrec-bench")
+    versions = serving_keys(settings).versions
+    while client.zcard(versions) < settings.versions_kept:
+        print(f"filling the serving store: {client.zcard(versions)} of {settings.versions_kept} versions")
+        publish(DAY2, settings)
+    info = client.info("memory")
+    return {"versions": client.zcard(versions), "used_memory_mib": round(info["used_memory"] / 2**20),
+            "rss_mib": round(info["used_memory_rss"] / 2**20)}
 
 
 def run_under_scheduler(settings, conf: dict) -> dict:
@@ -118,8 +141,9 @@ def run_under_scheduler(settings, conf: dict) -> dict:
     "machine_memory"}`` (the machine's memory sampled from the trigger to the run's end)."""
     from pipeline.airflow_client import FINISHED, AirflowClient, wait_for
     from pipeline.airflow_stack import AirflowStack
+    from pipeline.net import free_port
 
-    stack = AirflowStack(settings, port=_free_port())
+    stack = AirflowStack(settings, port=free_port())
     started = time.perf_counter()
     try:
         stack.start()
@@ -173,6 +197,12 @@ def main() -> int:
         "triggered through the REST API, instead of dag.test() in this process",
     )
     parser.add_argument(
+        "--serving-redis", action="store_true",
+        help="start the embedded Redis before the run, holding JOBREC_VERSIONS_KEPT versions (publishes day 2's "
+        "recommendations of an earlier run in this home), so the measured memory includes a serving store at "
+        "its steady size",
+    )
+    parser.add_argument(
         "--setup-only", action="store_true",
         help="only build the setup (synthetic days + promoted model) in --home; a later run with the same "
         "--home, --members and --jobs reuses it and times only the daily run",
@@ -215,6 +245,10 @@ def main() -> int:
         return 0
 
     conf = {"gate_margin": 0.05, "engine": args.engine}
+    serving_redis = fill_serving_store(settings) if args.serving_redis else None
+    if serving_redis:
+        print(f"serving store at the start: {serving_redis['versions']} versions, Redis RSS "
+              f"{serving_redis['rss_mib']} MiB")
     if args.scheduler:
         daily = run_under_scheduler(settings, conf)
         wall_s = daily["wall_seconds"]
@@ -265,6 +299,7 @@ def main() -> int:
         "setup_synth_seconds": round(synth_s, 1),
         "setup_full_retrain_seconds": round(full_s, 1),
         "machine_memory": machine,
+        "serving_redis_at_start": serving_redis,
         **({"task_instance_seconds": daily["task_instance_seconds"],
             "stack_start_seconds": daily["stack_start_seconds"]} if args.scheduler else {
             "peak_rss_mib": {
@@ -276,8 +311,11 @@ def main() -> int:
         "counts": report.get("counts", {}),
         "holdout_auc": report.get("metrics", {}).get("gate.holdout_auc"),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    named = OUT_DIR / (f"daily_{members}x{jobs}_{args.engine}_{'scheduler' if args.scheduler else 'dagtest'}"
+                       f"{'_serving_redis' if args.serving_redis else ''}.json")
+    for path in (OUT, named):
+        path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\njobrec_daily, one day, {members:,} members × {jobs:,} jobs on {os.cpu_count()} cores, "
           f"engine={args.engine}, {result['mode']}: {daily['state']}")
     if args.scheduler:
@@ -306,7 +344,7 @@ def main() -> int:
               f"Spark JVM {jvm_peak:.0f} MiB")
     print(f"  machine memory used: peak {machine['peak_mib']} MiB ({machine['peak_over_before_mib']} MiB over the "
           f"{machine['before_mib']} MiB before the run)")
-    print(f"  written to {OUT}")
+    print(f"  written to {named} (and {OUT.name})")
     if not args.keep and not args.home:
         from serving_store.connection import stop_embedded
 
