@@ -36,8 +36,9 @@ pending, it fails naming the day to run first. All three of the dialog's reproce
 Runs", "Missing and Errored Runs", "All Runs") work.
 
 **One heavy step at a time.** `retrain`, `retrieve_candidates` and `rescore` share the pool `jobrec_compute`
-(1 slot): at scale each takes most of the machine's memory, so the retrieval branch waits for the retrain
-(about a minute of wall time on a 1M-member day) and two runs never train or score at once. With the steps on
+(1 slot) with the weekly `jobrec_full_retrain`'s `train_full`: at scale each takes most of the machine's
+memory, so the retrieval branch waits for the retrain (about a minute of wall time on a 1M-member day), two
+runs never train or score at once, and on a weekly night these steps wait for the full fit. With the steps on
 a Spark cluster, give the pool more slots (Admin → Pools).
 
 Every task is one call into `pipeline` with the run's `ds` and writes only that day's partitions, so a

@@ -19,6 +19,12 @@ daily models, rows, task times, published versions) and each day's page (`/repor
 `jobrec serve` (the link assumes its default address, 127.0.0.1:8000), and on disk as
 `$JOBREC_HOME/reports/index.html`.
 
+**Pools.** `prepare_window` shares the pool `jobrec_features` with the daily DAG's feature tasks (one writer
+of a day's features at a time); `train_full` shares `jobrec_compute` with the daily DAG's heavy steps, so a
+full retrain and the same night's daily retrain, retrieval or re-scoring never take the machine's memory at
+once. `train_full` reads the window when it starts; a day's features replaced meanwhile are read whole, from
+one version or the other.
+
 Each task is one call into `pipeline`; the model is written atomically to `models/full/full-<ds>/`, so
 rerunning the same `ds` replaces that version only. A failed gate fails the run without retries and the
 previously promoted model stays in place.
@@ -43,7 +49,7 @@ from pipeline.dag_defaults import (
     weekly_schedule,
 )
 from pipeline.dag_sensors import RawDataLandedSensor
-from pipeline.pools import FEATURES_POOL
+from pipeline.pools import COMPUTE_POOL, FEATURES_POOL
 
 SETTINGS = settings_defaults()
 DEFAULT_ARGS = default_args(
@@ -91,7 +97,7 @@ with DAG(
     def prepare_window(ds=None, params=None) -> dict:
         return run_step("pipeline.training:prepare_window", ds, params, window_days=params["window_days"])
 
-    @task(pool=FEATURES_POOL)
+    @task(pool=COMPUTE_POOL)
     def train_full(ds=None, params=None) -> dict:
         return run_step(
             "pipeline.training:train_full",

@@ -211,15 +211,40 @@ def write_partition(
     return target
 
 
-def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Table:
-    """Read every Parquet file of a partition folder (or one file) into one table.
+READ_ATTEMPTS = 3
 
-    Raises ``FileNotFoundError`` naming the path when the partition does not exist.
+
+def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Table:
+    """Read every Parquet file of a partition folder (or one file) into one table, all of one version.
+
+    A writer may replace the partition while it is read (:func:`atomic_directory`: a rerun of the day's
+    features while the weekly retrain reads its window). The table then never mixes files of the old version
+    with files of the new one: when the folder was swapped during the read (its inode changed), it is read
+    again, up to ``READ_ATTEMPTS`` times. Raises ``FileNotFoundError`` naming the path when the partition does
+    not exist, and ``RuntimeError`` when it kept changing.
     """
-    files = partition_files(target)
-    if len(files) == 1:
-        return pq.read_table(files[0], columns=columns)
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    target = Path(target)
+    for _ in range(READ_ATTEMPTS):
+        before = _identity(target)
+        try:
+            files = partition_files(target)
+            tables = [pq.read_table(f, columns=columns) for f in files]
+        except FileNotFoundError:
+            if before is None or _identity(target) == before:
+                raise  # missing, not swapped: the message names the path
+            continue  # the old version's files were removed under the reader
+        if _identity(target) == before:
+            return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being read; try again")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, which a rename over it changes; ``None`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def record_batches(target: Path, columns: list[str], *, batch_rows: int = 1 << 20) -> Iterator[pa.RecordBatch]:

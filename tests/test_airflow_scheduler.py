@@ -14,7 +14,8 @@ production path of ``docker-compose.yml``), on a tiny synthetic marketplace whos
    the body the UI's Backfill dialog sends by default ("Missing Runs", max active runs 1): the days run in date
    order, each from the model of the day before;
 5. yesterday's data lands: both waiting scheduled runs go on and succeed, and yesterday becomes the served day;
-   no two of the daily runs' heavy steps (retrain, retrieval, re-scoring: pool ``jobrec_compute``) overlapped;
+   no two heavy steps (the daily runs' retrain, retrieval, re-scoring and the weekly ``train_full``: pool
+   ``jobrec_compute``) overlapped;
 6. the stack stops and no process it started is left.
 """
 
@@ -204,15 +205,16 @@ def test_scheduled_runs_ui_backfills_and_late_data_under_the_real_scheduler(
         assert lookup.served()["ds"] == yesterday
         assert len(lookup.get(_a_member(settings, yesterday)).job_ids) == TOP_N
         stages["scheduled runs after landing"] = time.monotonic() - started
-        # The heavy steps of every daily run (backfilled and scheduled) ran one at a time: pool jobrec_compute.
+        # The heavy steps of every daily run (backfilled and scheduled) and the weekly fits ran one at a time,
+        # the scheduled daily and weekly runs of yesterday included, released together: pool jobrec_compute.
         assert api.call("GET", "/pools/jobrec_compute")["slots"] == 1
         heavy = sorted(
             (ti["start_date"], ti["end_date"], ti["dag_run_id"], ti["task_id"], ti["pool"])
-            for r in api.runs("jobrec_daily") if r["state"] == "success"
-            for ti in api.task_instances("jobrec_daily", r["dag_run_id"])
-            if ti["task_id"] in ("retrain", "retrieve_candidates", "rescore")
+            for dag_id in scheduled for r in api.runs(dag_id) if r["state"] == "success"
+            for ti in api.task_instances(dag_id, r["dag_run_id"])
+            if ti["task_id"] in ("retrain", "retrieve_candidates", "rescore", "train_full")
         )
-        assert len(heavy) == 3 * 4 and {h[4] for h in heavy} == {"jobrec_compute"}, heavy
+        assert len(heavy) == 3 * 4 + 2 and {h[4] for h in heavy} == {"jobrec_compute"}, heavy
         for earlier, later in zip(heavy, heavy[1:], strict=False):
             assert earlier[1] <= later[0], f"heavy steps overlapped: {earlier[2:4]} and {later[2:4]}"
         # No red run but the deliberate no-data one.
