@@ -225,7 +225,8 @@ def _socket_path(redis_dir: Path) -> Path:
 
 def _server_state(socket_file: str) -> str:
     """``"ready"``, ``"loading"`` (the server answers LOADING while it reads its RDB file: a 1M-member store
-    of three versions, 2.5 GB on disk, took 30 s from a cold cache) or ``"down"``."""
+    of three versions, 2.5 GB on disk, took 30 s from a cold cache), ``"busy"`` (it accepted the connection
+    but did not answer in time: alive, so never to be replaced by a second server) or ``"down"``."""
     if not os.path.exists(socket_file):
         return "down"
     client = redis.Redis(unix_socket_path=socket_file, socket_timeout=2, socket_connect_timeout=1,
@@ -235,6 +236,8 @@ def _server_state(socket_file: str) -> str:
         return "ready"
     except redis.BusyLoadingError:
         return "loading"
+    except redis.TimeoutError:
+        return "busy"
     except (redis.RedisError, OSError):
         return "down"
     finally:
@@ -305,8 +308,9 @@ def ensure_embedded(redis_dir: Path, *, start_timeout: float = 20.0) -> str:
         if url:
             return url
         recorded = _recorded_socket(redis_dir)
-        if recorded and _server_state(recorded) == "loading":
-            # started by a process that gave up or died while the data loaded: wait, never start a second one
+        if recorded and _server_state(recorded) in ("loading", "busy"):
+            # alive (started by a process that died while the data loaded, or slow to answer): wait for it,
+            # and fail after start_timeout of silence rather than start a second server on the same data
             _wait_until_ready(recorded, redis_dir, start_timeout)
             return f"unix://{recorded}"
         socket_file = _socket_path(redis_dir)
