@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.config import Settings
 from pipeline.progress import progress
-from pipeline.storage import check_ds, read_partition
+from pipeline.storage import check_ds
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,13 @@ def serving_keys(settings: Settings):
     return Keys(settings.redis_prefix or DEFAULT_PREFIX)
 
 
-def _model_versions(path) -> str:
-    """The distinct model versions of a recommendations partition, comma-joined.
-
-    Read dictionary-encoded: one day holds ~10^8 rows of (almost always) a single version string.
-    """
-    import pyarrow.parquet as pq
-
-    read_partition(path, columns=[])  # same existence/emptiness checks and messages as the main read
-    column = pq.read_table(path, columns=["model_version"], read_dictionary=["model_version"]).column(0)
+def _model_versions(files) -> str:
+    """The distinct model versions of a recommendations partition's open files (``model_version`` read
+    dictionary-encoded: one day holds ~10^8 rows of, almost always, a single version string), comma-joined."""
     values = set()
-    for chunk in column.chunks:
-        values.update(v for v in chunk.unique().dictionary_decode().to_pylist() if v is not None)
+    for f in files:
+        for chunk in f.read(columns=["model_version"]).column(0).chunks:
+            values.update(v for v in chunk.unique().dictionary_decode().to_pylist() if v is not None)
     return ",".join(sorted(str(v) for v in values))
 
 
@@ -54,18 +49,16 @@ def _recommendations_path(ds: str, settings: Settings):
     return path
 
 
-def _read_column(target, name: str, dtype) -> np.ndarray:
-    """One column of the partition as a NumPy array of ``dtype``, filled batch by batch: reading costs the
-    array plus one batch (reading the column whole and converting it held it two or three times)."""
-    import pyarrow.parquet as pq
-
-    from pipeline.storage import column_batches, partition_files
-
-    out = np.empty(sum(pq.ParquetFile(f).metadata.num_rows for f in partition_files(target)), dtype)
+def _read_column(files, name: str, dtype) -> np.ndarray:
+    """One column of the partition's open files as a NumPy array of ``dtype``, filled batch by batch: reading
+    costs the array plus one batch (reading the column whole and converting it held it two or three times)."""
+    out = np.empty(sum(f.metadata.num_rows for f in files), dtype)
     at = 0
-    for values in column_batches(target, name, batch_rows=READ_BATCH_ROWS):
-        out[at : at + values.size] = values
-        at += values.size
+    for f in files:
+        for batch in f.iter_batches(batch_size=READ_BATCH_ROWS, columns=[name]):
+            values = batch.column(0).to_numpy(zero_copy_only=False)
+            out[at : at + values.size] = values
+            at += values.size
     return out
 
 
@@ -76,26 +69,29 @@ def load_lists(ds: str, settings: Settings, *, explanations: bool = False):
     Read column by column, batch by batch, into the lists' own dtypes: a 1M-member day holds 10^8 rows, and
     reading the table whole and converting it peaked at 9.2 GiB for four columns (3.6 GiB this way).
     """
+    from pipeline.storage import closing_all, open_partition
     from serving_store.codec import PART_NAMES
     from serving_store.publisher import RecommendationLists
 
-    path = _recommendations_path(ds, settings)
-    parts = None
-    if explanations:
-        first = _read_column(path, PART_NAMES[0], np.float32)
-        parts = np.empty((first.size, len(PART_NAMES)), np.float32)
-        parts[:, 0] = first
-        del first
-        for k, name in enumerate(PART_NAMES[1:], start=1):
-            parts[:, k] = _read_column(path, name, np.float32)
-    lists = RecommendationLists.from_columns(
-        _read_column(path, "member_id", np.int64),
-        _read_column(path, "rank", np.int32),
-        _read_column(path, "job_id", np.int64),
-        _read_column(path, "score", np.float32),
-        parts,
-    )
-    return lists, _model_versions(path)
+    # Every column from the same open files: a rerun of the day's re-scoring replacing the partition meanwhile
+    # cannot pair one version's members with another's jobs.
+    with closing_all(open_partition(_recommendations_path(ds, settings), read_dictionary=["model_version"])) as files:
+        parts = None
+        if explanations:
+            first = _read_column(files, PART_NAMES[0], np.float32)
+            parts = np.empty((first.size, len(PART_NAMES)), np.float32)
+            parts[:, 0] = first
+            del first
+            for k, name in enumerate(PART_NAMES[1:], start=1):
+                parts[:, k] = _read_column(files, name, np.float32)
+        lists = RecommendationLists.from_columns(
+            _read_column(files, "member_id", np.int64),
+            _read_column(files, "rank", np.int32),
+            _read_column(files, "job_id", np.int64),
+            _read_column(files, "score", np.float32),
+            parts,
+        )
+        return lists, _model_versions(files)
 
 
 def _sample_lists(ds: str, settings: Settings, sample: int):

@@ -247,12 +247,58 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def open_partition(target: Path, *, read_dictionary: list[str] | None = None) -> list[pq.ParquetFile]:
+    """Open every Parquet file of a partition folder (or the one file), all of one version, for streaming.
+
+    The open files go on reading the version they belong to when a writer replaces the folder afterwards
+    (:func:`atomic_directory` removes the old files; an open file keeps its data until it is closed), so a
+    reader streaming a day file by file never mixes two versions. A swap between listing the files and
+    opening them (the folder's inode changed, or a listed file is gone) opens the new version instead, up
+    to ``READ_ATTEMPTS`` times. ``read_dictionary``: columns read dictionary-encoded. The caller closes the
+    files (:func:`closing_all`). Raises
+    ``FileNotFoundError`` naming the path when the partition does not exist, ``RuntimeError`` when it kept
+    changing.
+    """
+    target = Path(target)
+    for _ in range(READ_ATTEMPTS):
+        before = _identity(target)
+        opened: list[pq.ParquetFile] = []
+        try:
+            for f in partition_files(target):
+                opened.append(pq.ParquetFile(pa.OSFile(str(f), "r"), read_dictionary=read_dictionary))
+        except FileNotFoundError:
+            _close(opened)
+            if before is None or _identity(target) == before:
+                raise  # missing, not swapped: the message names the path
+            continue
+        if _identity(target) == before:
+            return opened
+        _close(opened)
+    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being opened; try again")
+
+
+def _close(files: list[pq.ParquetFile]) -> None:
+    for f in files:
+        f.close(force=True)
+
+
+@contextlib.contextmanager
+def closing_all(files: list[pq.ParquetFile]) -> Iterator[list[pq.ParquetFile]]:
+    """``files`` (from :func:`open_partition`), closed when the block ends."""
+    try:
+        yield files
+    finally:
+        _close(files)
+
+
 def record_batches(target: Path, columns: list[str], *, batch_rows: int = 1 << 20) -> Iterator[pa.RecordBatch]:
     """``columns`` of a partition folder (or file) as Arrow record batches of up to ``batch_rows`` rows, in
-    file order: the memory of one batch whatever the partition's size (a 1M-member day's candidates hold
-    10^9 rows). Raises ``FileNotFoundError`` naming the path when the partition does not exist."""
-    for f in partition_files(target):
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+    file order, all from one version (:func:`open_partition`): the memory of one batch whatever the
+    partition's size (a 1M-member day's candidates hold 10^9 rows). Raises ``FileNotFoundError`` naming the
+    path when the partition does not exist."""
+    with closing_all(open_partition(target)) as files:
+        for f in files:
+            yield from f.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def column_batches(target: Path, column: str, *, batch_rows: int = 1 << 20) -> Iterator[np.ndarray]:

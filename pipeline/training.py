@@ -98,13 +98,13 @@ def load_training_day(ds: str, settings: Settings):
 
 def _split_files(ds: str, settings: Settings, fraction: float) -> Iterator[tuple[Any, Any]]:
     """``(train, holdout)`` of each file of the day's training features in turn (:func:`split_holdout`), so
-    callers hold one file's rows at a time beside what they keep."""
-    import pyarrow.parquet as pq
+    callers hold one file's rows at a time beside what they keep; all files of one version, even when a
+    rerun of the day's features replaces the folder meanwhile (:func:`pipeline.storage.open_partition`)."""
+    from pipeline.storage import closing_all, open_partition
 
-    from pipeline.storage import partition_files
-
-    for file in partition_files(_training_path(ds, settings)):
-        yield split_holdout(pq.read_table(file), fraction)
+    with closing_all(open_partition(_training_path(ds, settings))) as files:
+        for file in files:
+            yield split_holdout(file.read(), fraction)
 
 
 def load_training_split(ds: str, settings: Settings, fraction: float = HOLDOUT_FRACTION):

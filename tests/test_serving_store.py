@@ -375,6 +375,35 @@ def test_lists_read_column_by_column_in_batches_equal_the_lists_of_the_whole_tab
         assert (lists.parts is None) if not explanations else np.array_equal(lists.parts, whole.parts)
 
 
+def test_lists_are_read_from_one_version_when_rescoring_replaces_the_day_between_columns(store_settings, monkeypatch):
+    # load_lists reads the day column by column; a rerun of the day's re-scoring may swap the partition
+    # meanwhile. Members of one version must never be paired with jobs and scores of the other.
+    import shutil
+
+    from pipeline.storage import read_partition
+
+    old, new = make_lists(40, n_jobs=9, day=1), make_lists(25, n_jobs=7, day=2)
+    folder = store_settings.layout.recommendations("2026-01-01")
+    _write_recs_in_row_groups(store_settings, "2026-01-01", old, shuffled=False)
+    want = RecommendationLists.from_table(read_partition(folder))
+    read_column, calls = publishing._read_column, []
+
+    def read_then_replace_the_day(*args, **kwargs):
+        values = read_column(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:  # a rescoring rerun writes the day again (its own folder, renamed over this one)
+            staged = store_settings.layout.recommendations("2026-01-09")
+            _write_recs_in_row_groups(store_settings, "2026-01-09", new, shuffled=False)
+            shutil.rmtree(folder)
+            staged.rename(folder)
+        return values
+
+    monkeypatch.setattr(publishing, "_read_column", read_then_replace_the_day)
+    lists, _ = publishing.load_lists("2026-01-01", store_settings)
+    for field in ("member_ids", "offsets", "job_ids", "scores"):
+        assert np.array_equal(getattr(lists, field), getattr(want, field)), field
+
+
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_verify_reads_each_sampled_members_whole_list_across_row_groups_and_files(
     store_settings, monkeypatch, shuffled

@@ -44,12 +44,12 @@ def test_missing_partition_names_the_path(tmp_path):
         read_partition(Layout(tmp_path).raw("jobs", "2026-01-01"))
 
 
-def _write_version(target: Path, parts: list[list[int]]) -> None:
+def _write_version(target: Path, parts: list[list[int]], column: str = "a") -> None:
     import pyarrow.parquet as pq
 
     with atomic_directory(target) as tmp:
         for number, values in enumerate(parts):
-            pq.write_table(pa.table({"a": values}), tmp / f"part-{number:05d}.parquet")
+            pq.write_table(pa.table({column: values}), tmp / f"part-{number:05d}.parquet")
 
 
 @pytest.mark.parametrize("new_parts", [[[10], [20]], [[10]]], ids=["same-file-names", "fewer-files"])
@@ -75,3 +75,54 @@ def test_a_partition_replaced_while_it_is_read_is_read_whole_from_one_version(tm
     monkeypatch.setattr(storage.pq, "read_table", read_then_swap_once)
     assert read_partition(target).column("a").to_pylist() == [v for part in new_parts for v in part]
     assert len(reads) > len(new_parts)  # the first version's read was thrown away
+
+
+def _stream_record_batches(target: Path, settings_home: Path):
+    from pipeline.storage import record_batches
+
+    for batch in record_batches(target, ["a"], batch_rows=1):
+        yield batch.column(0).to_pylist()
+
+
+def _stream_training_split(target: Path, settings_home: Path):
+    from pipeline.config import Settings
+    from pipeline.training import _split_files
+
+    for train, holdout in _split_files("2026-01-01", Settings(home=settings_home), 0.0):
+        yield train.column("impression_id").to_pylist() + holdout.column("impression_id").to_pylist()
+
+
+@pytest.mark.parametrize("new_parts", [[[10], [20]], [[10]]], ids=["same-file-names", "fewer-files"])
+@pytest.mark.parametrize("stream", [_stream_record_batches, _stream_training_split], ids=["record_batches", "training_split"])
+def test_a_partition_streamed_file_by_file_gives_the_version_it_started_with_when_replaced_meanwhile(
+    tmp_path, new_parts, stream
+):
+    # Re-scoring, publishing and the daily retrain stream a day file by file; a rerun of the step that wrote
+    # the day may swap its folder meanwhile. The stream must go on with the version it started with, not
+    # take the next file from the new version (nor fail because the old files were removed).
+    target = Layout(tmp_path).features("training", "2026-01-01")
+    _write_version(target, [[1], [2]], column="impression_id" if stream is _stream_training_split else "a")
+    rows = stream(target, tmp_path)
+    first = next(rows)
+    _write_version(target, new_parts, column="impression_id" if stream is _stream_training_split else "a")
+    assert first + [v for batch in rows for v in batch] == [1, 2]
+
+
+def test_opening_a_partition_swapped_between_listing_and_opening_opens_the_new_version(tmp_path, monkeypatch):
+    import pipeline.storage as storage
+
+    target = tmp_path / "candidates" / "ds=2026-01-01"
+    _write_version(target, [[1], [2]])
+    listed, list_files = [], storage.partition_files
+
+    def list_then_swap_once(path):
+        files = list_files(path)
+        listed.append(files)
+        if len(listed) == 1:
+            _write_version(target, [[10]])  # the listed part-00001 is gone before it is opened
+        return files
+
+    monkeypatch.setattr(storage, "partition_files", list_then_swap_once)
+    with storage.closing_all(storage.open_partition(target)) as files:
+        assert [f.read().column("a").to_pylist() for f in files] == [[10]]
+    assert len(listed) == 2
