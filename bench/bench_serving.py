@@ -15,7 +15,8 @@ through the pipeline's publish task; then, on the same machine and in the same r
   lookup script itself (the one Redis call an HTTP lookup makes): requests/s, p50, p99;
 - ``jobrec serve`` (the real command, its default workers unless ``--workers``) under ``wrk -t2 -c16``, each
   request a random published member with ``limit=100``: requests/s, p50, p99 (after a short warm-up; a
-  non-200 answer fails the bench);
+  non-200 answer fails the bench), and the service's own CPU time per request (its processes' user + system
+  time over the run: the cost of a lookup, steadier than latencies on a shared 2-core machine);
 - ``jobrec recs`` wall time, p50 over ``--recs-calls`` calls (a new process each, as a user runs it).
 
 The machine's load average is recorded before and after: on a shared machine the figures are upper bounds.
@@ -269,7 +270,13 @@ def bench_http(
         if response.status_code != 200 or response.json()["source"] != "member":
             raise RuntimeError(f"jobrec serve answered {response.status_code}: {response.text[:300]}")
         run_wrk(base, script, 2)  # warm-up: every worker's Redis connections and code paths
+        cpu_before = process_tree_cpu_seconds(server.pid)
         result = run_wrk(base, script, seconds)
+        # The service's own CPU per answered request (its workers and their manager): less at the mercy of
+        # the host's speed and of wrk sharing the cores than the latencies are.
+        result["server_cpu_us_per_request"] = (
+            (process_tree_cpu_seconds(server.pid) - cpu_before) / max(result["requests"], 1) * 1e6
+        )
         result["workers"] = workers or "default"
         result["response_bytes"] = len(response.content)
         return {"available": True, **result}
@@ -280,6 +287,21 @@ def bench_http(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` and its living descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
 
 
 def timed_run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> float:
@@ -561,7 +583,8 @@ def print_results(r: dict) -> None:
     if http.get("available"):
         print(
             f"  (HTTP: {http['requests']:,} requests, workers {http['workers']}, {http['response_bytes']:,}-byte "
-            f"bodies; target ≥ 3,000 requests/s at p99 ≤ 5 ms)"
+            f"bodies, server CPU {http['server_cpu_us_per_request']:.0f} µs per request; "
+            f"target ≥ 3,000 requests/s at p99 ≤ 5 ms)"
         )
     c = r["jobrec_recs"]
     print(

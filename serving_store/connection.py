@@ -165,7 +165,7 @@ async def connect_async(
     retries: int = DEFAULT_RETRIES,
     backoff_base: float = 0.05,
     backoff_cap: float = 2.0,
-    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     client_name: str | None = None,
 ):

@@ -195,6 +195,22 @@ def test_a_hung_redis_is_a_503_within_a_second(redis_proc, budget):
         assert http.get("/v1/members/1/recommendations").status_code == 200  # recovers without a restart
 
 
+def test_a_redis_hung_at_start_up_fails_the_service_start_with_a_message_within_its_budget(redis_proc):
+    # The service's client has no socket timeout (each request is bounded by its budget instead), so the
+    # start-up check needs a bound of its own: a paused server must not hang the start for good.
+    from fastapi.testclient import TestClient
+
+    redis_proc.pause()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(ServingStoreUnavailable, match="did not answer within .* at start-up"):
+            with TestClient(create_app(redis_proc.url, redis_timeout=0.2, retries=1)):
+                pass
+        assert time.perf_counter() - t0 < 5.0
+    finally:
+        redis_proc.resume()
+
+
 # ------------------------------------------------------------ item 9: credentials
 
 
