@@ -28,6 +28,7 @@ with the block, not with the number of members; ``spark`` scores the same blocks
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -65,7 +66,7 @@ from pipeline.rescoring.stream import (
     partition_files,
     read_key_column,
 )
-from pipeline.storage import atomic_directory, check_ds, read_partition, shift_ds
+from pipeline.storage import atomic_directory, check_ds, pinned_partition, read_partition, shift_ds
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -234,49 +235,54 @@ def rescore(
     del model, job_table
     applied_members, applied_jobs = _applied_pairs(ds, settings, applied_lookback_days)
 
-    profile_files = partition_files(layout.features("member_profiles", ds))
-    candidate_files = partition_files(cand_path)
-    profile_ids = sorted_distinct(read_key_column(profile_files))
-    candidate_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in candidate_files)
-    pairwise = pairwise_pays(candidate_rows / max(len(profile_ids), 1), rescorer.jobs.n_active)
-    rescorer = dataclasses.replace(rescorer, pairwise=pairwise)
-    block_members = int(block_members or block_members_for(rescorer.jobs.n_active))
-    bounds = profile_ids[block_members::block_members]
-    log.info("rescore %s (%s engine): model %s, %d profiled members in %d blocks of %d, %d jobs (%d active), "
-             "%d candidate pairs scored %s", ds, engine, version, len(profile_ids), len(bounds) + 1, block_members,
-             len(rescorer.jobs.job_ids), rescorer.jobs.n_active, candidate_rows,
-             "pair by pair" if pairwise else "by block products")
-    target = layout.recommendations(ds)
-    setup_seconds = time.time() - started
-    with atomic_directory(target) as tmp:
-        if engine == "spark":
-            from pipeline.rescoring.spark import rescore_frame, rescore_ranges
-            from pipeline.spark import get_spark
-            from pipeline.spark_progress import spark_progress
+    # Member profiles and candidates are read by path (forked workers, Spark tasks): pin each to one version,
+    # so a rerun of retrieval or of the features replacing them meanwhile cannot mix two versions.
+    with contextlib.ExitStack() as pins:
+        members_dir = pins.enter_context(pinned_partition(layout.features("member_profiles", ds), layout.scratch_dir()))
+        candidates_dir = pins.enter_context(pinned_partition(cand_path, layout.scratch_dir()))
+        profile_files = partition_files(members_dir)
+        candidate_files = partition_files(candidates_dir)
+        profile_ids = sorted_distinct(read_key_column(profile_files))
+        candidate_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in candidate_files)
+        pairwise = pairwise_pays(candidate_rows / max(len(profile_ids), 1), rescorer.jobs.n_active)
+        rescorer = dataclasses.replace(rescorer, pairwise=pairwise)
+        block_members = int(block_members or block_members_for(rescorer.jobs.n_active))
+        bounds = profile_ids[block_members::block_members]
+        log.info("rescore %s (%s engine): model %s, %d profiled members in %d blocks of %d, %d jobs (%d active), "
+                 "%d candidate pairs scored %s", ds, engine, version, len(profile_ids), len(bounds) + 1, block_members,
+                 len(rescorer.jobs.job_ids), rescorer.jobs.n_active, candidate_rows,
+                 "pair by pair" if pairwise else "by block products")
+        target = layout.recommendations(ds)
+        setup_seconds = time.time() - started
+        with atomic_directory(target) as tmp:
+            if engine == "spark":
+                from pipeline.rescoring.spark import rescore_frame, rescore_ranges
+                from pipeline.spark import get_spark
+                from pipeline.spark_progress import spark_progress
 
-            spark = get_spark(settings)
-            if in_key_order(profile_files) and in_key_order(candidate_files):
-                way = "member ranges read by the tasks"
-                frame = rescore_ranges(
-                    spark, rescorer, [str(f) for f in profile_files], [str(f) for f in candidate_files],
-                    applied_members, applied_jobs, bounds, top_n, max_per_company, members=len(profile_ids),
-                    target_dir=str(tmp),
-                )
+                spark = get_spark(settings)
+                if in_key_order(profile_files) and in_key_order(candidate_files):
+                    way = "member ranges read by the tasks"
+                    frame = rescore_ranges(
+                        spark, rescorer, [str(f) for f in profile_files], [str(f) for f in candidate_files],
+                        applied_members, applied_jobs, bounds, top_n, max_per_company, members=len(profile_ids),
+                        target_dir=str(tmp),
+                    )
+                else:
+                    way = "candidates grouped by member (input not in member order)"
+                    frame = rescore_frame(
+                        spark, rescorer, str(members_dir), str(candidates_dir),
+                        pa.table({"member_id": applied_members, "job_id": applied_jobs}), bounds, top_n,
+                        max_per_company, target_dir=str(tmp),
+                    )
+                log.info("rescore %s on Spark: %s", ds, way)
+                with spark_progress(spark, "rescore", logger=log):
+                    counts = _write_spark(tmp, frame)
             else:
-                way = "candidates grouped by member (input not in member order)"
-                frame = rescore_frame(
-                    spark, rescorer, str(layout.features("member_profiles", ds)), str(cand_path),
-                    pa.table({"member_id": applied_members, "job_id": applied_jobs}), bounds, top_n,
-                    max_per_company, target_dir=str(tmp),
-                )
-            log.info("rescore %s on Spark: %s", ds, way)
-            with spark_progress(spark, "rescore", logger=log):
-                counts = _write_spark(tmp, frame)
-        else:
-            blocks = member_blocks(profile_files, candidate_files, bounds, applied_members, applied_jobs,
-                                   spill_dir=tmp)
-            counts = _write_local(tmp / "part-00000.parquet", rescorer, blocks, top_n, max_per_company,
-                                  processes or default_processes(), members_total=len(profile_ids))
+                blocks = member_blocks(profile_files, candidate_files, bounds, applied_members, applied_jobs,
+                                       spill_dir=tmp)
+                counts = _write_local(tmp / "part-00000.parquet", rescorer, blocks, top_n, max_per_company,
+                                      processes or default_processes(), members_total=len(profile_ids))
     seconds = time.time() - started
     members = counts["members"]
     report = {

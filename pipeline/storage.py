@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -275,6 +276,59 @@ def open_partition(target: Path, *, read_dictionary: list[str] | None = None) ->
             return opened
         _close(opened)
     raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being opened; try again")
+
+
+@contextlib.contextmanager
+def pinned_partition(target: Path, scratch: Path) -> Iterator[Path]:
+    """A private snapshot of a partition folder for readers that open its files by path (Spark tasks, forked
+    workers): a folder under ``scratch`` holding hard links to the files of one version, removed on exit.
+
+    A rerun that replaces ``target`` meanwhile (:func:`atomic_directory`) removes the old files from
+    ``target`` only; the links keep them, so the whole read sees one version. Linking copies nothing
+    (``scratch`` must be on the same file system: the data folder's ``.scratch``). A swap while linking
+    links the new version instead, up to ``READ_ATTEMPTS`` times. Where hard links are not possible, yields
+    ``target`` itself (a warning says the read is not pinned). Raises ``FileNotFoundError`` naming the path
+    when the partition does not exist.
+    """
+    import logging
+    import tempfile
+
+    target = Path(target)
+    scratch.mkdir(parents=True, exist_ok=True)
+    name = f"{target.parent.name}-{target.name}".replace("=", "-")  # no "k=v": Spark would read a partition column
+    snapshot = Path(tempfile.mkdtemp(prefix=f".pinned-{name}-", dir=scratch))
+    try:
+        try:
+            _link_one_version(target, snapshot)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            logging.getLogger(__name__).warning(
+                "cannot hard-link %s into %s (%s): reading it in place, not pinned to one version", target,
+                scratch, exc,
+            )
+            yield target
+            return
+        yield snapshot
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
+def _link_one_version(target: Path, snapshot: Path) -> None:
+    for _ in range(READ_ATTEMPTS):
+        before = _identity(target)
+        try:
+            for f in partition_files(target):
+                os.link(f, snapshot / f.name)
+        except FileNotFoundError:
+            if before is None or _identity(target) == before:
+                raise  # missing, not swapped: the message names the path
+        else:
+            if _identity(target) == before:
+                return
+        for linked in snapshot.iterdir():
+            linked.unlink()
+    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being linked; try again")
 
 
 def _close(files: list[pq.ParquetFile]) -> None:

@@ -126,3 +126,46 @@ def test_opening_a_partition_swapped_between_listing_and_opening_opens_the_new_v
     with storage.closing_all(storage.open_partition(target)) as files:
         assert [f.read().column("a").to_pylist() for f in files] == [[10]]
     assert len(listed) == 2
+
+
+def test_a_pinned_partition_keeps_the_version_it_pinned_while_a_rerun_replaces_the_folder(tmp_path):
+    # Re-scoring hands file paths to forked workers and Spark tasks; it pins the day's candidates and
+    # profiles first, so a rerun of retrieval or of the features replacing them cannot mix two versions.
+    from pipeline.storage import pinned_partition
+
+    target, scratch = tmp_path / "candidates" / "ds=2026-01-01", tmp_path / ".scratch"
+    _write_version(target, [[1], [2]])
+    with pinned_partition(target, scratch) as pinned:
+        _write_version(target, [[10]])
+        assert read_partition(pinned).column("a").to_pylist() == [1, 2]
+        assert "=" not in pinned.name  # Spark would read a "k=v" folder name as a partition column
+    assert read_partition(target).column("a").to_pylist() == [10]
+    assert list(scratch.iterdir()) == []  # the snapshot is gone, and the old version's files with it
+
+
+def test_pinning_a_partition_swapped_while_it_is_linked_pins_the_new_version(tmp_path, monkeypatch):
+    import pipeline.storage as storage
+
+    target, scratch = tmp_path / "candidates" / "ds=2026-01-01", tmp_path / ".scratch"
+    _write_version(target, [[1], [2]])
+    listed, list_files = [], storage.partition_files
+
+    def list_then_swap_once(path):
+        files = list_files(path)
+        listed.append(files)
+        if len(listed) == 1:
+            _write_version(target, [[10], [20], [30]])
+        return files
+
+    monkeypatch.setattr(storage, "partition_files", list_then_swap_once)
+    with storage.pinned_partition(target, scratch) as pinned:
+        assert read_partition(pinned).column("a").to_pylist() == [10, 20, 30]
+
+
+def test_pinning_a_missing_partition_names_the_path(tmp_path):
+    from pipeline.storage import pinned_partition
+
+    with pytest.raises(FileNotFoundError, match="ds=2026-01-01"):
+        with pinned_partition(tmp_path / "candidates" / "ds=2026-01-01", tmp_path / ".scratch"):
+            pass
+    assert list((tmp_path / ".scratch").iterdir()) == []
