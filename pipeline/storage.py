@@ -301,7 +301,7 @@ def pinned_partition(target: Path, scratch: Path) -> Iterator[Path]:
         try:
             _link_one_version(target, snapshot)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            if isinstance(exc, FileNotFoundError) or exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
                 raise
             logging.getLogger(__name__).warning(
                 "cannot hard-link %s into %s (%s): reading it in place, not pinned to one version", target,
