@@ -256,9 +256,8 @@ def open_partition(target: Path, *, read_dictionary: list[str] | None = None) ->
     reader streaming a day file by file never mixes two versions. A swap between listing the files and
     opening them (the folder's inode changed, or a listed file is gone) opens the new version instead, up
     to ``READ_ATTEMPTS`` times. ``read_dictionary``: columns read dictionary-encoded. The caller closes the
-    files (:func:`closing_all`). Raises
-    ``FileNotFoundError`` naming the path when the partition does not exist, ``RuntimeError`` when it kept
-    changing.
+    files (:func:`closing_all`). Raises ``FileNotFoundError`` naming the path when the partition does not
+    exist, ``RuntimeError`` when it kept changing.
     """
     target = Path(target)
     for _ in range(READ_ATTEMPTS):
@@ -272,6 +271,9 @@ def open_partition(target: Path, *, read_dictionary: list[str] | None = None) ->
             if before is None or _identity(target) == before:
                 raise  # missing, not swapped: the message names the path
             continue
+        except BaseException:  # e.g. a file that is not Parquet: no handle is left open
+            _close(opened)
+            raise
         if _identity(target) == before:
             return opened
         _close(opened)
@@ -298,20 +300,24 @@ def pinned_partition(target: Path, scratch: Path) -> Iterator[Path]:
     name = f"{target.parent.name}-{target.name}".replace("=", "-")  # no "k=v": Spark would read a partition column
     snapshot = Path(tempfile.mkdtemp(prefix=f".pinned-{name}-", dir=scratch))
     try:
+        pinned = snapshot
         try:
             _link_one_version(target, snapshot)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+            if isinstance(exc, FileNotFoundError) or exc.errno not in _NO_HARD_LINKS:
                 raise
             logging.getLogger(__name__).warning(
                 "cannot hard-link %s into %s (%s): reading it in place, not pinned to one version", target,
                 scratch, exc,
             )
-            yield target
-            return
-        yield snapshot
+            pinned = target
+        yield pinned
     finally:
         shutil.rmtree(snapshot, ignore_errors=True)
+
+
+# os.link's errors that mean "no hard links here" (another file system, or one without them).
+_NO_HARD_LINKS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
 
 
 def _link_one_version(target: Path, snapshot: Path) -> None:

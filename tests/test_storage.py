@@ -169,3 +169,22 @@ def test_pinning_a_missing_partition_names_the_path(tmp_path):
         with pinned_partition(tmp_path / "candidates" / "ds=2026-01-01", tmp_path / ".scratch"):
             pass
     assert list((tmp_path / ".scratch").iterdir()) == []
+
+
+def test_where_hard_links_are_impossible_a_partition_is_read_in_place_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import os
+
+    import pipeline.storage as storage
+
+    target, scratch = tmp_path / "candidates" / "ds=2026-01-01", tmp_path / ".scratch"
+    _write_version(target, [[1]])
+
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with storage.pinned_partition(target, scratch) as pinned:
+        assert pinned == target
+    assert "not pinned to one version" in caplog.text
+    assert list(scratch.iterdir()) == []
