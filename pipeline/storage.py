@@ -30,9 +30,10 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -213,6 +214,7 @@ def write_partition(
 
 
 READ_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Table:
@@ -224,19 +226,36 @@ def read_partition(target: Path, *, columns: list[str] | None = None) -> pa.Tabl
     again, up to ``READ_ATTEMPTS`` times. Raises ``FileNotFoundError`` naming the path when the partition does
     not exist, and ``RuntimeError`` when it kept changing.
     """
-    target = Path(target)
+    tables = _each_file_of_one_version(Path(target), lambda f: pq.read_table(f, columns=columns), "read")
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+
+
+def _each_file_of_one_version(target: Path, use: Callable[[Path], T], doing: str,
+                              discard: Callable[[list[T]], None] = lambda done: None) -> list[T]:
+    """``[use(f) for f in partition_files(target)]``, every ``f`` of one version of the folder: when it was
+    swapped meanwhile (its inode changed, or a listed file went away), ``discard`` what was done and start
+    again, up to ``READ_ATTEMPTS`` times. The one retry loop behind :func:`read_partition`,
+    :func:`open_partition` and :func:`pinned_partition`. Raises ``FileNotFoundError`` naming the path when the
+    partition does not exist, ``RuntimeError`` (saying what was ``doing``) when it kept changing; any other
+    error of ``use`` discards what was done and propagates."""
     for _ in range(READ_ATTEMPTS):
         before = _identity(target)
+        done: list[T] = []
         try:
-            files = partition_files(target)
-            tables = [pq.read_table(f, columns=columns) for f in files]
+            for f in partition_files(target):
+                done.append(use(f))
         except FileNotFoundError:
+            discard(done)
             if before is None or _identity(target) == before:
                 raise  # missing, not swapped: the message names the path
             continue  # the old version's files were removed under the reader
+        except BaseException:
+            discard(done)
+            raise
         if _identity(target) == before:
-            return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
-    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being read; try again")
+            return done
+        discard(done)
+    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being {doing}; try again")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -259,25 +278,10 @@ def open_partition(target: Path, *, read_dictionary: list[str] | None = None) ->
     files (:func:`closing_all`). Raises ``FileNotFoundError`` naming the path when the partition does not
     exist, ``RuntimeError`` when it kept changing.
     """
-    target = Path(target)
-    for _ in range(READ_ATTEMPTS):
-        before = _identity(target)
-        opened: list[pq.ParquetFile] = []
-        try:
-            for f in partition_files(target):
-                opened.append(pq.ParquetFile(pa.OSFile(str(f), "r"), read_dictionary=read_dictionary))
-        except FileNotFoundError:
-            _close(opened)
-            if before is None or _identity(target) == before:
-                raise  # missing, not swapped: the message names the path
-            continue
-        except BaseException:  # e.g. a file that is not Parquet: no handle is left open
-            _close(opened)
-            raise
-        if _identity(target) == before:
-            return opened
-        _close(opened)
-    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being opened; try again")
+    return _each_file_of_one_version(
+        Path(target), lambda f: pq.ParquetFile(pa.OSFile(str(f), "r"), read_dictionary=read_dictionary),
+        "opened", _close,
+    )
 
 
 @contextlib.contextmanager
@@ -321,20 +325,15 @@ _NO_HARD_LINKS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
 
 
 def _link_one_version(target: Path, snapshot: Path) -> None:
-    for _ in range(READ_ATTEMPTS):
-        before = _identity(target)
-        try:
-            for f in partition_files(target):
-                os.link(f, snapshot / f.name)
-        except FileNotFoundError:
-            if before is None or _identity(target) == before:
-                raise  # missing, not swapped: the message names the path
-        else:
-            if _identity(target) == before:
-                return
-        for linked in snapshot.iterdir():
-            linked.unlink()
-    raise RuntimeError(f"{target} was replaced {READ_ATTEMPTS} times while being linked; try again")
+    def link(f: Path) -> Path:
+        os.link(f, snapshot / f.name)
+        return snapshot / f.name
+
+    def unlink(linked: list[Path]) -> None:
+        for path in linked:
+            path.unlink()
+
+    _each_file_of_one_version(target, link, "linked", unlink)
 
 
 def _close(files: list[pq.ParquetFile]) -> None:

@@ -108,21 +108,30 @@ def test_a_partition_streamed_file_by_file_gives_the_version_it_started_with_whe
     assert first + [v for batch in rows for v in batch] == [1, 2]
 
 
-def test_opening_a_partition_swapped_between_listing_and_opening_opens_the_new_version(tmp_path, monkeypatch):
+def _swap_after_the_first_listing(monkeypatch, target: Path, new_parts: list[list[int]]) -> list:
+    """Make ``storage.partition_files`` replace ``target`` with ``new_parts`` right after its first listing
+    (before the caller uses the files); returns the listings made."""
     import pipeline.storage as storage
 
-    target = tmp_path / "candidates" / "ds=2026-01-01"
-    _write_version(target, [[1], [2]])
     listed, list_files = [], storage.partition_files
 
     def list_then_swap_once(path):
         files = list_files(path)
         listed.append(files)
         if len(listed) == 1:
-            _write_version(target, [[10]])  # the listed part-00001 is gone before it is opened
+            _write_version(target, new_parts)
         return files
 
     monkeypatch.setattr(storage, "partition_files", list_then_swap_once)
+    return listed
+
+
+def test_opening_a_partition_swapped_between_listing_and_opening_opens_the_new_version(tmp_path, monkeypatch):
+    import pipeline.storage as storage
+
+    target = tmp_path / "candidates" / "ds=2026-01-01"
+    _write_version(target, [[1], [2]])
+    listed = _swap_after_the_first_listing(monkeypatch, target, [[10]])  # part-00001 is gone before it is opened
     with storage.closing_all(storage.open_partition(target)) as files:
         assert [f.read().column("a").to_pylist() for f in files] == [[10]]
     assert len(listed) == 2
@@ -148,16 +157,7 @@ def test_pinning_a_partition_swapped_while_it_is_linked_pins_the_new_version(tmp
 
     target, scratch = tmp_path / "candidates" / "ds=2026-01-01", tmp_path / ".scratch"
     _write_version(target, [[1], [2]])
-    listed, list_files = [], storage.partition_files
-
-    def list_then_swap_once(path):
-        files = list_files(path)
-        listed.append(files)
-        if len(listed) == 1:
-            _write_version(target, [[10], [20], [30]])
-        return files
-
-    monkeypatch.setattr(storage, "partition_files", list_then_swap_once)
+    _swap_after_the_first_listing(monkeypatch, target, [[10], [20], [30]])
     with storage.pinned_partition(target, scratch) as pinned:
         assert read_partition(pinned).column("a").to_pylist() == [10, 20, 30]
 
