@@ -97,25 +97,44 @@ def load_lists(ds: str, settings: Settings, *, explanations: bool = False):
 def _sample_lists(ds: str, settings: Settings, sample: int):
     """``sample`` members of the partition (the same picks as over the whole day's lists) as lists, and the
     largest member ID. Reads the member column batch by batch and then only the row groups whose statistics
-    admit a picked member (rows are sorted by member, so about one row group per pick)."""
+    admit a picked member (rows are sorted by member, so about one row group per pick); both passes read
+    the same open files, so a rerun replacing the day between them cannot make a false mismatch."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from pipeline.storage import column_batches, partition_files
+    from pipeline.storage import closing_all, open_partition
     from serving_store.publisher import RecommendationLists
 
-    path = _recommendations_path(ds, settings)
-    files = partition_files(path)
-    members = np.unique(np.concatenate([np.empty(0, np.int64)] + [
-        np.unique(values) for values in column_batches(path, "member_id", batch_rows=READ_BATCH_ROWS)]))
-    if not members.size:
-        return RecommendationLists.from_columns([], [], [], []), -1
-    rng = np.random.default_rng(zlib.crc32(ds.encode()))
-    picks = np.sort(members[rng.choice(members.size, size=min(sample, members.size), replace=False)])
-    # pyarrow's filter skips the row groups whose statistics exclude every pick (rows are sorted by member)
-    wanted = [("member_id", "in", picks.tolist())]
-    tables = [pq.read_table(f, columns=REC_COLUMNS, filters=wanted) for f in files]
-    return RecommendationLists.from_table(pa.concat_tables(tables)), int(members[-1])
+    with closing_all(open_partition(_recommendations_path(ds, settings))) as files:
+        members = np.unique(np.concatenate([np.empty(0, np.int64)] + [
+            np.unique(batch.column(0).to_numpy())
+            for f in files for batch in f.iter_batches(batch_size=READ_BATCH_ROWS, columns=["member_id"])]))
+        if not members.size:
+            return RecommendationLists.from_columns([], [], [], []), -1
+        rng = np.random.default_rng(zlib.crc32(ds.encode()))
+        picks = np.sort(members[rng.choice(members.size, size=min(sample, members.size), replace=False)])
+        table = pa.concat_tables([_rows_of_members(f, picks) for f in files])
+    return RecommendationLists.from_table(table), int(members[-1])
+
+
+def _rows_of_members(file, picks: np.ndarray):
+    """The ``REC_COLUMNS`` rows of an open Parquet file whose member is in the sorted ``picks``, reading only
+    the row groups whose member statistics admit a pick (all of them when a row group has no statistics)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = file.metadata.schema.names.index("member_id")
+    groups = []
+    for g in range(file.num_row_groups):
+        stats = file.metadata.row_group(g).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            groups.append(g)
+            continue
+        first = np.searchsorted(picks, stats.min)
+        if first < picks.size and picks[first] <= stats.max:
+            groups.append(g)
+    table = file.read_row_groups(groups, columns=REC_COLUMNS)
+    members = table["member_id"]
+    return table.filter(pc.is_in(members, value_set=pa.array(picks).cast(members.type)))
 
 
 def publish(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -402,6 +404,31 @@ def test_lists_are_read_from_one_version_when_rescoring_replaces_the_day_between
     lists, _ = publishing.load_lists("2026-01-01", store_settings)
     for field in ("member_ids", "offsets", "job_ids", "scores"):
         assert np.array_equal(getattr(lists, field), getattr(want, field)), field
+
+
+def test_verify_samples_one_version_when_rescoring_replaces_the_day_between_its_two_passes(store_settings, monkeypatch):
+    # verify picks members from the day's member column, then reads the picks' rows; a rerun of the day's
+    # re-scoring swapping the partition between the two passes must not read the picks' lists from the
+    # other version (a false mismatch against the published one).
+    import shutil
+
+    old, new = make_lists(40, n_jobs=9, day=1), make_lists(40, n_jobs=7, day=2)
+    folder = store_settings.layout.recommendations("2026-01-01")
+    _write_recs_in_row_groups(store_settings, "2026-01-01", old, shuffled=False)
+    publishing.publish("2026-01-01", store_settings)
+
+    def replace_the_day_then_seed(data: bytes) -> int:
+        # called once, between the two passes, to seed the member picks: a rescoring rerun renames its own
+        # folder over the day there
+        staged = store_settings.layout.recommendations("2026-01-09")
+        _write_recs_in_row_groups(store_settings, "2026-01-09", new, shuffled=False)
+        shutil.rmtree(folder)
+        staged.rename(folder)
+        return zlib.crc32(data)
+
+    monkeypatch.setattr(publishing, "zlib", SimpleNamespace(crc32=replace_the_day_then_seed))
+    report = publishing.verify("2026-01-01", store_settings, sample=40)
+    assert (report["checked"], report["mismatches"]) == (41, [])
 
 
 @pytest.mark.parametrize("shuffled", [False, True])
