@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import scipy.sparse as sp
 
 from retrieval.profiles import Vocabulary, check_profile_table, profiles_to_csr, region_strings, timestamps_us
 from retrieval.schema import PROFILE_FIELDS, decode_term_weight
+from retrieval.worker_processes import prepare_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -334,13 +334,6 @@ def region_codes(member_regions: np.ndarray, job_regions: np.ndarray) -> tuple[n
 _SHARED: dict = {}
 
 
-def _reset_worker_signals() -> None:
-    """Forked workers inherit the parent's signal handlers (Airflow's task runner installs its own for
-    SIGTERM), which would stop ``Pool.terminate`` from ending them: restore the defaults."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _block_task(start: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     s = _SHARED
     stop = min(start + s["block_size"], s["queries"].shape[0])
@@ -386,7 +379,9 @@ def retrieve(
     started = time.perf_counter()
     try:
         if processes > 1 and len(starts) > 1:
-            pool = multiprocessing.get_context("fork").Pool(processes, initializer=_reset_worker_signals)
+            pool = multiprocessing.get_context("fork").Pool(
+                processes, initializer=prepare_worker_process, initargs=(processes,)
+            )
             finished = False
             try:
                 yield from _batches(

@@ -16,7 +16,6 @@ import logging
 import math
 import multiprocessing
 import shutil
-import signal
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +28,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from pipeline.rescoring.block import PROFILE_COLUMNS, MemberBlock
+from retrieval.worker_processes import prepare_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -269,13 +269,6 @@ def member_blocks(
         )
 
 
-def _reset_worker_signals() -> None:
-    """Forked workers inherit the parent's signal handlers (Airflow's task runner installs its own for
-    SIGTERM), which would stop ``Pool.terminate`` from ending them: restore the defaults."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def ordered_map(
     function: Callable[[T], R], items: Iterable[T], processes: int, *, in_flight: int | None = None
 ) -> Iterator[R]:
@@ -289,7 +282,7 @@ def ordered_map(
         yield from map(function, items)
         return
     in_flight = in_flight or 2 * processes
-    pool = multiprocessing.get_context("fork").Pool(processes, initializer=_reset_worker_signals)
+    pool = multiprocessing.get_context("fork").Pool(processes, initializer=prepare_worker_process, initargs=(processes,))
     finished = False
     try:
         pending: deque = deque()
