@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.airflow_env import SQLITE_LOCK_WAIT_SECONDS
+
 FINISHED = ("success", "failed")
+# A write request can wait for SQLite's write lock (up to SQLITE_LOCK_WAIT_SECONDS per statement) before Airflow
+# answers, 503 "Database is locked" when the wait runs out. A client that gave up at the same moment never saw
+# that answer (CI's scheduler story failed on an httpx ReadTimeout after 60 s): wait for a few lock waits.
+REQUEST_TIMEOUT_SECONDS = 3.0 * SQLITE_LOCK_WAIT_SECONDS
 # Airflow answers 503 "Database is locked" when backfill creation meets another writer on SQLite (the embedded
 # default): SQLite refuses a read transaction's upgrade to a write at once instead of waiting, so no busy
 # timeout helps. The creation was rolled back; asking again, as a UI user would press the button again, works.
@@ -49,7 +55,8 @@ class AirflowClient:
     error. ``transport`` is httpx's, for a client that talks to something other than a socket.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 60, transport: Any = None) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS,
+                 transport: Any = None) -> None:
         import httpx
 
         self.http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport,
@@ -74,23 +81,29 @@ class AirflowClient:
                  locked_retry_seconds: float = LOCKED_RETRY_SECONDS) -> dict:
         """Create (or with ``dry_run`` only list) a backfill with the Backfill dialog's default settings.
 
-        A 503 "Database is locked" answer (SQLite under concurrent writers) is asked again, with backoff, for up
-        to ``locked_retry_seconds``; should an answer have been lost after Airflow committed, the 409 "already a
-        running backfill" that follows returns the backfill that exists for these dates.
+        A 503 "Database is locked" answer (SQLite under concurrent writers) or no answer within the client's
+        timeout is asked again, with backoff, for up to ``locked_retry_seconds``; should Airflow have committed an
+        attempt whose answer was lost, the 409 "already a running backfill" that follows returns the backfill
+        that exists for these dates.
         """
+        import httpx
+
         body = ui_backfill_body(dag_id, start, end, conf)
-        deadline, pause, locked = time.monotonic() + locked_retry_seconds, 0.5, False
+        deadline, pause, asked_before = time.monotonic() + locked_retry_seconds, 0.5, False
         while True:
             try:
                 return self.call("POST", "/backfills/dry_run" if dry_run else "/backfills", json=body)
+            except httpx.TimeoutException:
+                if time.monotonic() > deadline:
+                    raise
             except AirflowAPIError as error:
-                if locked and error.status_code == 409 and (existing := self._running_backfill(body)):
+                if asked_before and error.status_code == 409 and (existing := self._running_backfill(body)):
                     return existing
                 if error.status_code != 503 or "locked" not in error.text.lower() or time.monotonic() > deadline:
                     raise
-                locked = True
-                time.sleep(pause)
-                pause = min(pause * 2, 8.0)
+            asked_before = True
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
 
     def _running_backfill(self, body: dict) -> dict | None:
         """The unfinished backfill of ``body``'s DAG and dates, if there is one."""

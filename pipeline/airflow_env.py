@@ -33,7 +33,8 @@ DAGS_FOLDER = REPO_ROOT / "dags"
 # Connection arguments for Airflow's engine (``[database] sql_alchemy_connect_args`` names one of these).
 # SQLite waits for the write lock instead of failing after Python's default 5 s: with sensors rescheduling,
 # the UI's backfill creation otherwise answers 503 "Database is locked".
-SQLITE_CONNECT_ARGS = {"timeout": 60}
+SQLITE_LOCK_WAIT_SECONDS = 60
+SQLITE_CONNECT_ARGS = {"timeout": SQLITE_LOCK_WAIT_SECONDS}
 NO_CONNECT_ARGS: dict = {}
 _OURS = ("pipeline.airflow_env.SQLITE_CONNECT_ARGS", "pipeline.airflow_env.NO_CONNECT_ARGS")
 

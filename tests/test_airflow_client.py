@@ -8,16 +8,21 @@ import httpx
 import pytest
 
 from pipeline.airflow_client import AirflowAPIError, AirflowClient
+from pipeline.airflow_env import SQLITE_CONNECT_ARGS
 
 LOCKED = {"detail": "Database is locked. Backfill creation is not supported on SQLite under concurrent access. "
                     "Please use PostgreSQL or MySQL."}
 
 
-def _client(answers: list[tuple[int, dict]], seen: list[httpx.Request]) -> AirflowClient:
-    """A client whose API answers ``answers`` in order (recording each request in ``seen``)."""
+def _client(answers: list[tuple[int, dict] | Exception], seen: list[httpx.Request]) -> AirflowClient:
+    """A client whose API answers ``answers`` in order (an exception: raised as the transport's) and records
+    each request in ``seen``."""
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        status, body = answers.pop(0)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, body = answer
         return httpx.Response(status, json=body)
 
     return AirflowClient("http://airflow.test", "token", transport=httpx.MockTransport(handle))
@@ -58,3 +63,19 @@ def test_backfill_lock_that_outlasts_the_retry_window_is_raised() -> None:
         client.backfill("jobrec_daily", "2026-11-01", "2026-11-03", locked_retry_seconds=0.6)
     assert 2 <= len(seen) <= 4
     assert json.loads(seen[0].content)["reprocess_behavior"] == "none"
+
+
+def test_requests_wait_longer_than_the_sqlite_write_lock_so_a_locked_answer_is_not_lost() -> None:
+    client = AirflowClient("http://airflow.test", "token")
+    assert client.http.timeout.read > 2 * SQLITE_CONNECT_ARGS["timeout"]
+
+
+def test_backfill_whose_answer_timed_out_after_airflow_created_it_returns_the_created_one() -> None:
+    seen: list[httpx.Request] = []
+    existing = {"id": 4, "dag_id": "jobrec_daily", "from_date": "2026-11-01T00:00:00Z",
+                "to_date": "2026-11-03T00:00:00Z", "completed_at": None}
+    client = _client([httpx.ReadTimeout("timed out"),
+                      (409, {"detail": "There is already a running backfill for dag jobrec_daily"}),
+                      (200, {"backfills": [existing], "total_entries": 1})], seen)
+    assert client.backfill("jobrec_daily", "2026-11-01", "2026-11-03", locked_retry_seconds=30) == existing
+    assert [r.method for r in seen] == ["POST", "POST", "GET"]
