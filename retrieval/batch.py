@@ -188,12 +188,14 @@ def top_k_rows(
         rank = min(sample.shape[1], int(np.ceil(expected + 4.0 * np.sqrt(expected) + 1)))
         threshold = np.partition(sample, sample.shape[1] - rank, axis=1)[:, sample.shape[1] - rank]
     threshold = np.maximum(threshold, np.finfo(np.float64).tiny)  # only positive scores are candidates
-    rows, cols = np.nonzero(scores >= threshold[:, None])
+    # Flat positions, then (row, column): 2-3x faster than the 2-D np.nonzero on a block × jobs array.
+    flat = np.flatnonzero(scores >= threshold[:, None])
+    rows, cols = np.divmod(flat, n_cols)
     counts = np.bincount(rows, minlength=n_rows)
     redo = np.flatnonzero((counts < kk) & (threshold > np.finfo(np.float64).tiny)) if not exact else []
     if len(redo):
         keep = ~np.isin(rows, redo)
-        rows, cols = rows[keep], cols[keep]
+        rows, cols, flat = rows[keep], cols[keep], flat[keep]
         counts[redo] = 0
     # Sort each row's candidates in a padded rows × max-candidates array: np.nonzero lists columns in
     # ascending order, so a stable sort on -score leaves tied scores in job order.
@@ -201,7 +203,7 @@ def top_k_rows(
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     slot = np.arange(len(rows)) - starts[rows]
     padded = np.full((n_rows, width), np.inf)
-    padded[rows, slot] = -scores[rows, cols]
+    padded[rows, slot] = -scores.ravel()[flat]
     padded_cols = np.zeros((n_rows, width), dtype=np.int64)
     padded_cols[rows, slot] = cols
     order = np.argsort(padded, axis=1, kind="stable")[:, :kk]
@@ -248,8 +250,12 @@ class SplitMatrix:
         tail = (queries @ self.light).tocsr()
         if out is None:
             return tail.toarray()
-        rows = np.repeat(np.arange(tail.shape[0]), np.diff(tail.indptr))
-        out[rows, tail.indices] += tail.data  # (row, column) pairs are unique in a canonical CSR
+        # (row, column) pairs are unique in a canonical CSR, so a plain fancy-index add is exact; on flat
+        # positions it is faster than with a (rows, columns) pair of index arrays.
+        flat = np.repeat(np.arange(tail.shape[0], dtype=np.int64) * out.shape[1], np.diff(tail.indptr))
+        flat += tail.indices
+        out = np.ascontiguousarray(out)  # so that ravel() is a view (a no-op for a matmul's result)
+        out.ravel()[flat] += tail.data
         return out
 
 
