@@ -21,7 +21,9 @@ REQUEST_TIMEOUT_SECONDS = 3.0 * SQLITE_LOCK_WAIT_SECONDS
 # Airflow answers 503 "Database is locked" when backfill creation meets another writer on SQLite (the embedded
 # default): SQLite refuses a read transaction's upgrade to a write at once instead of waiting, so no busy
 # timeout helps. The creation was rolled back; asking again, as a UI user would press the button again, works.
-LOCKED_RETRY_SECONDS = 120.0
+# Asking again goes on for this long after the first attempt: beyond one whole request timeout, so an attempt
+# that got no answer is asked again too.
+LOCKED_RETRY_SECONDS = REQUEST_TIMEOUT_SECONDS + 120.0
 
 
 class AirflowAPIError(RuntimeError):

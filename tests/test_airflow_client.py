@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from pipeline.airflow_client import AirflowAPIError, AirflowClient
+from pipeline.airflow_client import LOCKED_RETRY_SECONDS, AirflowAPIError, AirflowClient
 from pipeline.airflow_env import SQLITE_CONNECT_ARGS
 
 LOCKED = {"detail": "Database is locked. Backfill creation is not supported on SQLite under concurrent access. "
@@ -65,9 +65,10 @@ def test_backfill_lock_that_outlasts_the_retry_window_is_raised() -> None:
     assert json.loads(seen[0].content)["reprocess_behavior"] == "none"
 
 
-def test_requests_wait_longer_than_the_sqlite_write_lock_so_a_locked_answer_is_not_lost() -> None:
+def test_requests_wait_longer_than_the_sqlite_write_lock_and_an_unanswered_backfill_is_asked_again() -> None:
     client = AirflowClient("http://airflow.test", "token")
     assert client.http.timeout.read > 2 * SQLITE_CONNECT_ARGS["timeout"]
+    assert LOCKED_RETRY_SECONDS > client.http.timeout.read, "a timed-out first attempt must leave time to ask again"
 
 
 def test_backfill_whose_answer_timed_out_after_airflow_created_it_returns_the_created_one() -> None:
