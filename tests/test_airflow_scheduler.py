@@ -222,6 +222,13 @@ def test_scheduled_runs_ui_backfills_and_late_data_under_the_real_scheduler(
                if r["state"] == "failed" and r["dag_run_id"] != manual]
         assert red == []
         pids = sorted(set(pids) | set(stack.pids()))
+    except BaseException:
+        # CI shows captured output only: what Airflow logged last is the failure's context (which request hung,
+        # which task failed), and the stack's log folder is gone with the clean checkout.
+        from pipeline.airflow_stack import _tail
+
+        print(f"failed after the stages {stages}; the last lines of {stack.log_file}:\n{_tail(stack.log_file, 80)}")
+        raise
     finally:
         stack.stop()
         stages["stopped"] = time.monotonic() - started
