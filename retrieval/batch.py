@@ -197,7 +197,7 @@ def top_k_rows(
         keep = ~np.isin(rows, redo)
         rows, cols, flat = rows[keep], cols[keep], flat[keep]
         counts[redo] = 0
-    # Sort each row's candidates in a padded rows × max-candidates array: np.nonzero lists columns in
+    # Sort each row's candidates in a padded rows × max-candidates array: the flat positions list columns in
     # ascending order, so a stable sort on -score leaves tied scores in job order.
     width = int(counts.max()) if len(rows) else 0
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
