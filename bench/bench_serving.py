@@ -12,7 +12,8 @@ through the pipeline's publish task; then, on the same machine and in the same r
 - publish throughput in members/s (write stage and whole task) against ``redis-benchmark``'s pipelined SET
   ops/s with the same value size (target: write stage ≥ 50% of it), and bytes per member in Redis;
 - ``redis-benchmark`` GET of values of the member lists' size (16 clients, no pipelining) and EVALSHA of the
-  lookup script itself (the one Redis call an HTTP lookup makes): requests/s, p50, p99;
+  lookup script itself for one member (the Redis call of a lookup; under load the service reads several
+  members per call): requests/s, p50, p99;
 - ``jobrec serve`` (the real command, its default workers unless ``--workers``) under ``wrk -t2 -c16``, each
   request a random published member with ``limit=100``: requests/s, p50, p99 (after a short warm-up; a
   non-200 answer fails the bench), and the service's own CPU time per request (its processes' user + system
@@ -467,8 +468,8 @@ def main() -> int:
                 "1",
                 keys.current,
                 keys.prefix,
-                member,
                 "",
+                member,
             ],
             "EVALSHA",
         )

@@ -4,6 +4,7 @@ what a lookup needs, and ``jobrec serve`` starts its workers from a factory. No 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -15,7 +16,8 @@ from fastapi.testclient import TestClient
 from pipeline.cli import main
 from pipeline.cli import serving as cli_serving
 from serving_store.api import FastLookups, create_app
-from serving_store.connection import connect, ensure_embedded, stop_embedded
+from serving_store.connection import connect, connect_async, ensure_embedded, stop_embedded
+from serving_store.lookup import MAX_BATCH, AsyncLookup, Lookup, NothingPublished
 from serving_store.publisher import RecommendationLists, publish_lists
 
 TOKEN = "t0ken-xyz"
@@ -41,7 +43,7 @@ def published(redis_url) -> str:
 
 def fast_path_takes(path: str, query: bytes = b"", headers=(), token: str | None = None) -> bool:
     """Whether the :class:`FastLookups` layer answers this request itself (else FastAPI does)."""
-    layer = FastLookups(None, default_limit=100, redis_timeout=0.5, api_token=token)
+    layer = FastLookups(None, lookup=lambda: None, default_limit=100, api_token=token)
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": list(headers)}
     return layer._parse(scope) is not None
 
@@ -94,6 +96,88 @@ def test_the_fast_path_leaves_every_other_request_to_fastapi():
         [(b"authorization", f"bearer {TOKEN}".encode())],
     ):
         assert not fast_path_takes("/v1/members/5/recommendations", headers=headers, token=TOKEN)
+
+
+def script_calls(redis_url: str) -> int:
+    """EVALSHA calls the server has answered so far (its command statistics)."""
+    stats = connect(redis_url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def run_lookups(redis_url: str, lookups, timeout: float = 5.0):
+    """Run ``lookups(AsyncLookup)`` (a coroutine function) on a fresh asyncio client; its result."""
+
+    async def run():
+        client = await connect_async(redis_url, socket_timeout=None)
+        try:
+            lookup = AsyncLookup(client, timeout=timeout)
+            await lookup.get(1)  # the script is loaded (NOSCRIPT, SCRIPT LOAD) before anything is counted
+            return await lookups(lookup)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def test_concurrent_lookups_share_one_script_call_and_each_answers_as_alone(published):
+    members = [3, 999, 7, 3, 20, 0, 21, 12]  # known, unknown (fallback), repeated
+    alone = Lookup(connect(published))
+    counted = {}
+
+    async def lookups(lookup):
+        counted["before"] = script_calls(published)
+        got = await asyncio.gather(*[lookup.get(m, limit=5) for m in members])
+        counted["after"] = script_calls(published)
+        return got
+
+    got = run_lookups(published, lookups)
+    assert counted["after"] - counted["before"] == 1
+    assert got == [alone.get(m, limit=5) for m in members]
+    assert [r.source for r in got] == ["member", "fallback", "member", "member", "member", "fallback",
+                                       "fallback", "member"]
+
+
+def test_a_burst_beyond_the_batch_size_is_split_into_several_calls(published):
+    n = 2 * MAX_BATCH + 1
+    counted = {}
+
+    async def lookups(lookup):
+        counted["before"] = script_calls(published)
+        got = await asyncio.gather(*[lookup.get(1 + i % 25, limit=2) for i in range(n)])
+        counted["after"] = script_calls(published)
+        return got
+
+    got = run_lookups(published, lookups)
+    assert counted["after"] - counted["before"] == 3
+    assert [r.member_id for r in got] == [1 + i % 25 for i in range(n)]
+    assert all(len(r.job_ids) == 2 for r in got)
+
+
+def test_a_lookup_cancelled_in_its_batch_leaves_the_others_answered(published):
+    async def lookups(lookup):
+        tasks = [asyncio.ensure_future(lookup.get(m)) for m in (1, 2, 3)]
+        await asyncio.sleep(0)  # all three are waiting in one batch
+        tasks[1].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, second, third = run_lookups(published, lookups)
+    assert isinstance(second, asyncio.CancelledError)
+    assert (first.member_id, third.member_id) == (1, 3) and first.source == third.source == "member"
+
+
+def test_a_failed_batch_fails_each_of_its_lookups_with_the_error(redis_url):
+    async def lookups(lookup):
+        return await asyncio.gather(*[lookup.get(m) for m in (1, 2)], return_exceptions=True)
+
+    async def run():
+        client = await connect_async(redis_url, socket_timeout=None)
+        try:
+            return await lookups(AsyncLookup(client, timeout=5))
+        finally:
+            await client.aclose()
+
+    got = asyncio.run(run())  # nothing is published
+    assert all(isinstance(e, NothingPublished) and "no recommendations are published" in str(e) for e in got)
 
 
 def recs_modules(env: dict[str, str]) -> str:
