@@ -100,13 +100,16 @@ class RedisProcess:
 
 @contextlib.contextmanager
 def running_service(app) -> Iterator[str]:
-    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread, with the HTTP protocol
+    ``jobrec serve`` uses; yields the base URL."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    from serving_store.http_protocol import HTTP_PROTOCOL
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=HTTP_PROTOCOL))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

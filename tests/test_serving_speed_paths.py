@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from serving_helpers import running_service
 
 from pipeline.cli import main
 from pipeline.cli import serving as cli_serving
 from serving_store.api import FastLookups, create_app
 from serving_store.connection import connect, connect_async, ensure_embedded, stop_embedded
+from serving_store.http_protocol import HTTP_PROTOCOL, CoalescingTransport
 from serving_store.lookup import MAX_BATCH, AsyncLookup, Lookup, NothingPublished
 from serving_store.publisher import RecommendationLists, publish_lists
 
@@ -180,6 +182,74 @@ def test_a_failed_batch_fails_each_of_its_lookups_with_the_error(redis_url):
     assert all(isinstance(e, NothingPublished) and "no recommendations are published" in str(e) for e in got)
 
 
+class RecordingTransport:
+    """What a transport was asked to do, in order (the wrapped side of :class:`CoalescingTransport`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", data))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+        self.closing = True
+
+    def abort(self) -> None:
+        self.calls.append(("abort",))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def test_writes_within_one_loop_iteration_reach_the_socket_as_one_write():
+    async def run():
+        inner = RecordingTransport()
+        transport = CoalescingTransport(inner, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"{}")
+        assert inner.calls == []  # not before the current callbacks have run
+        await asyncio.sleep(0)
+        assert inner.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\n{}")]
+        transport.write(b"last")
+        transport.close()  # what is collected goes first
+        assert inner.calls[1:] == [("write", b"last"), ("close",)]
+        await asyncio.sleep(0)
+        assert len(inner.calls) == 3 and transport.is_closing()
+
+        dropped = RecordingTransport()
+        transport = CoalescingTransport(dropped, asyncio.get_running_loop())
+        transport.write(b"never sent")
+        transport.abort()  # as the transport's own abort: buffered data is discarded
+        await asyncio.sleep(0)
+        assert dropped.calls == [("abort",)]
+
+    asyncio.run(run())
+
+
+def test_pipelined_requests_and_connection_close_are_answered_in_order(published):
+    """Raw HTTP/1.1 on one socket: two pipelined lookups, then one asking to close the connection."""
+    import socket
+
+    with running_service(create_app(published)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"GET /v1/members/3/recommendations?limit=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /v1/members/999/recommendations?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            received = b""
+            while chunk := sock.recv(65536):  # the server closes after the third answer
+                received += chunk
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"200 OK"] * 3
+    assert b'"member_id":3,' in answers[0] and b'"source":"fallback"' in answers[1]
+    assert b'"status":"ok"' in answers[2] and b"connection: close" in answers[2].lower()
+
+
 def recs_modules(env: dict[str, str]) -> str:
     """Run ``jobrec recs 3`` in a fresh interpreter; its output and which heavy modules it loaded."""
     code = (
@@ -234,7 +304,7 @@ def test_jobrec_serve_runs_uvicorn_with_workers_from_a_factory(published, settin
     assert main(["serve", "--workers", "3"]) == 0
     app, kw = runs[-1]
     assert app == "pipeline.cli.serving:serving_app" and kw["factory"] and kw["workers"] == 3
-    assert (kw["loop"], kw["http"], kw["access_log"]) == ("uvloop", "httptools", False)
+    assert (kw["loop"], kw["http"], kw["access_log"]) == ("uvloop", HTTP_PROTOCOL, False)
     assert isinstance(cli_serving.serving_app(freeze_gc=False), FastAPI)  # what each worker calls
     assert main(["serve", "--workers", "1"]) == 0
     assert isinstance(runs[-1][0], FastAPI) and runs[-1][1]["workers"] == 1

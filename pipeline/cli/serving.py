@@ -3,7 +3,7 @@
 ``recs`` imports only what a lookup needs (the settings, redis-py and the serving store's lookup: no NumPy,
 no pyarrow, no ``pipeline.publishing``, not the OpenTelemetry SDK redis-py would pull in), so a call costs
 little more than Python's and redis-py's start.
-``serve`` runs uvicorn (uvloop, httptools) with ``--workers`` processes, by default one per available core up
+``serve`` runs uvicorn (uvloop, httptools with :mod:`serving_store.http_protocol`'s coalesced writes) with ``--workers`` processes, by default one per available core up
 to :data:`MAX_DEFAULT_WORKERS`; each worker builds its app with :func:`serving_app` from the environment.
 """
 
@@ -203,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from pipeline.config import Settings
     from serving_store.connection import ServingStoreUnavailable, connect
+    from serving_store.http_protocol import HTTP_PROTOCOL
 
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
@@ -228,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=HTTP_PROTOCOL,  # uvicorn's httptools protocol, one send per answer
         access_log=False,
         log_level="warning",
     )
