@@ -271,8 +271,8 @@ class FastLookups:
 
 class LookupService(FastAPI):
     """The service's FastAPI app with :class:`FastLookups` in front of Starlette's middleware stack: a
-    lookup it takes skips the stack's per-request wrappers (a tenth of a lookup's CPU time); the rest, and
-    the lifespan, go through ``FastAPI.__call__`` as usual."""
+    lookup it takes skips the stack's per-request wrappers (the error middleware's ``send`` wrapper, the
+    exception middleware, the router); the rest, and the lifespan, go through ``FastAPI.__call__``."""
 
     def __init__(self, *, default_limit: int, api_token: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
