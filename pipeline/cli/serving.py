@@ -124,13 +124,15 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def skip_redis_telemetry_sdk() -> None:
-    """Keep redis-py from importing the OpenTelemetry SDK in this process.
+    """Keep redis-py from importing OpenTelemetry's metrics API and SDK in this process.
 
-    redis-py (8.x) imports ``opentelemetry.sdk.metrics`` when it can (Airflow installs it) for metrics that only
-    an explicit ``redis.observability`` set-up turns on; jobrec never turns them on. The import is a third of
-    ``jobrec recs``'s time, so the one-lookup command marks the module missing (redis-py's own "SDK not
-    installed" path) before importing redis-py. A process that already imported the SDK keeps it."""
-    sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-type]
+    redis-py (8.x) imports ``opentelemetry.metrics`` and ``opentelemetry.sdk.metrics`` when it can (Airflow
+    installs them) for metrics that only an explicit ``redis.observability`` set-up turns on; jobrec never
+    turns them on. The imports are a third of ``jobrec recs``'s time, so the one-lookup command marks both
+    modules missing (redis-py's own "OpenTelemetry not installed" path) before importing redis-py. A process
+    that already imported them keeps them."""
+    for module in ("opentelemetry.metrics", "opentelemetry.sdk.metrics"):
+        sys.modules.setdefault(module, None)  # type: ignore[arg-type]
 
 
 def _recs(args: argparse.Namespace) -> int:
