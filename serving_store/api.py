@@ -35,8 +35,8 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import orjson
 import redis
@@ -64,6 +64,7 @@ from serving_store.lookup import (
     Recommendations,
     StoreTimeout,
     parse_member_id,
+    within,
 )
 from serving_store.report_files import add_report_routes, reports_folder
 
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
 DEFAULT_REDIS_TIMEOUT = 0.5  # seconds a request waits for Redis before answering 503
-T = TypeVar("T")
 
 
 class ErrorBody(BaseModel):
@@ -140,16 +140,6 @@ async def get_lookup(request: Request) -> AsyncLookup:
 
 
 LookupDep = Annotated[AsyncLookup, Depends(get_lookup)]
-
-
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """``await awaitable``, raising :class:`StoreTimeout` after ``seconds`` (the request's Redis budget,
-    retries included); the cancelled command's connection is dropped by redis-py, not reused."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    except TimeoutError as exc:
-        raise StoreTimeout(f"serving store unavailable: Redis did not answer within {seconds:g} s") from exc
 
 
 _BEARER = HTTPBearer(auto_error=False, description="the service's token (JOBREC_API_TOKEN)")

@@ -9,8 +9,9 @@ started in the same event-loop iteration share one script call (see :class:`Asyn
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
@@ -20,6 +21,7 @@ from serving_store.keys import Keys
 INT64_MAX = 2**63 - 1
 _INT64_DIGITS = len(str(INT64_MAX))  # 19
 MAX_BATCH = 128  # members per script call of AsyncLookup: bounds the script's run time and reply size
+T = TypeVar("T")
 
 # KEYS[1]: the served-version pointer. ARGV[1]: the key prefix; ARGV[2]: a version ('' = the served one);
 # ARGV[3..]: member IDs. Reply: false when nothing is served, else {version, ds, model_version, status}
@@ -53,6 +55,18 @@ return reply
 
 class StoreTimeout(RuntimeError):
     """Redis did not answer within the lookup's budget."""
+
+
+async def within(seconds: float | None, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, raising :class:`StoreTimeout` after ``seconds`` (``None``: no bound). The cancelled
+    command's connection is dropped by redis-py, not reused."""
+    if seconds is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError as exc:
+        raise StoreTimeout(f"serving store unavailable: Redis did not answer within {seconds:g} s") from exc
 
 
 class InvalidMemberId(ValueError):
@@ -269,17 +283,13 @@ class AsyncLookup:
     async def _call(self, version: str, waiting: list[tuple[int, asyncio.Future]]) -> None:
         """One script call for ``waiting``'s members; every future gets its member's answer or the error."""
         try:
-            try:
-                bound = asyncio.timeout(self.timeout) if self.timeout is not None else contextlib.nullcontext()
-                async with bound:
-                    reply = await self._script(
-                        keys=[self.keys.current],
-                        args=[self.keys.prefix, version, *[str(member) for member, _ in waiting]],
-                    )
-            except TimeoutError as exc:
-                raise StoreTimeout(
-                    f"serving store unavailable: Redis did not answer within {self.timeout:g} s"
-                ) from exc
+            reply = await within(
+                self.timeout,
+                self._script(
+                    keys=[self.keys.current],
+                    args=[self.keys.prefix, version, *[str(member) for member, _ in waiting]],
+                )
+            )
             header = _served_header(reply, version or None)
         except BaseException as exc:  # handed to every waiter, which raises it
             for _, answer in waiting:
