@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import zlib
@@ -15,9 +16,9 @@ import redis
 from pipeline import publishing
 from pipeline.storage import write_partition
 from serving_store import codec
-from serving_store.connection import ServingStoreUnavailable, connect, redact_url
+from serving_store.connection import ServingStoreUnavailable, connect, connect_async, redact_url
 from serving_store.keys import Keys
-from serving_store.lookup import InvalidMemberId, Lookup, NothingPublished, parse_member_id
+from serving_store.lookup import AsyncLookup, InvalidMemberId, Lookup, NothingPublished, parse_member_id
 from serving_store.publisher import (
     PublishFailed,
     PublishVerificationError,
@@ -213,6 +214,44 @@ def test_concurrent_readers_see_only_complete_lists_of_one_version(redis_url):
     assert {version for _, version in seen} <= {v1, v2}
     # a read that began after the publish returned sees the new version (one begun earlier may finish later)
     assert {version for began_after, version in seen if began_after} == {v2}
+
+
+def test_batched_lookups_during_a_publish_each_read_one_complete_version(redis_url):
+    """The HTTP service's lookups share script calls (AsyncLookup): a batch read while the served version
+    flips still gives every member its whole list of one version, the same version for the whole batch."""
+    client = connect(redis_url)
+    by_day = {1: make_lists(1500, day=1, seed=1), 2: make_lists(1500, day=2, seed=2)}
+    v1 = publish_lists(client, by_day[1], ds="2026-01-01", model_version="m1").version
+    publisher = threading.Thread(
+        target=lambda: publish_lists(client, by_day[2], ds="2026-01-02", model_version="m2", batch_size=25)
+    )
+
+    async def read_until_the_new_version_is_served() -> tuple[list, list]:
+        answers, rows = [], []  # per batch: the lookups' answers, and the member rows asked for
+        aclient = await connect_async(redis_url, socket_timeout=None)
+        lookup = AsyncLookup(aclient, KEYS, timeout=10)
+        rng = np.random.default_rng(5)
+        try:
+            publisher.start()
+            while not answers or answers[-1][0].version == v1 or publisher.is_alive():
+                rows.append(rng.integers(0, 1500, size=32).tolist())
+                answers.append(
+                    await asyncio.gather(*[lookup.get(int(by_day[1].member_ids[i])) for i in rows[-1]])
+                )
+                await asyncio.sleep(0.001)
+        finally:
+            await aclient.aclose()
+        return answers, rows
+
+    answers, rows = asyncio.run(read_until_the_new_version_is_served())
+    publisher.join(timeout=60)
+    versions = {got.version for batch in answers for got in batch}
+    assert v1 in versions and len(versions) == 2
+    for batch, batch_rows in zip(answers, rows, strict=True):
+        assert len({got.version for got in batch}) == 1  # one script call, one version
+        for got, i in zip(batch, batch_rows, strict=True):
+            lists = by_day[1] if got.version == v1 else by_day[2]
+            assert got.job_ids == lists.items(i)[0].tolist(), f"member row {i}: mixed or partial list"
 
 
 def test_rollback_restores_the_previous_version(store_settings):
