@@ -16,8 +16,9 @@ through the pipeline's publish task; then, on the same machine and in the same r
   members per call): requests/s, p50, p99;
 - ``jobrec serve`` (the real command, its default workers unless ``--workers``) under ``wrk -t2 -c16``, each
   request a random published member with ``limit=100``: requests/s, p50, p99 (after a short warm-up; a
-  non-200 answer fails the bench), and the service's own CPU time per request (its processes' user + system
-  time over the run: the cost of a lookup, steadier than latencies on a shared 2-core machine);
+  non-200 answer fails the bench), the service's own CPU time per request (its processes' user + system
+  time over the run: the cost of a lookup, steadier than latencies on a shared 2-core machine), and lookups
+  per Redis call (the service batches concurrent lookups into one script call);
 - ``jobrec recs`` wall time, p50 over ``--recs-calls`` calls (a new process each, as a user runs it).
 
 The machine's load average is recorded before and after: on a shared machine the figures are upper bounds.
@@ -272,12 +273,15 @@ def bench_http(
             raise RuntimeError(f"jobrec serve answered {response.status_code}: {response.text[:300]}")
         run_wrk(base, script, 2)  # warm-up: every worker's Redis connections and code paths
         cpu_before = process_tree_cpu_seconds(server.pid)
+        calls_before = script_calls(env["REDIS_URL"])
         result = run_wrk(base, script, seconds)
         # The service's own CPU per answered request (its workers and their manager): less at the mercy of
         # the host's speed and of wrk sharing the cores than the latencies are.
         result["server_cpu_us_per_request"] = (
             (process_tree_cpu_seconds(server.pid) - cpu_before) / max(result["requests"], 1) * 1e6
         )
+        # Lookups answered per Redis script call: the service batches the lookups of one loop iteration.
+        result["lookups_per_redis_call"] = result["requests"] / max(script_calls(env["REDIS_URL"]) - calls_before, 1)
         result["workers"] = workers or "default"
         result["response_bytes"] = len(response.content)
         return {"available": True, **result}
@@ -288,6 +292,15 @@ def bench_http(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def script_calls(url: str) -> int:
+    """EVALSHA calls the Redis server of ``url`` has answered so far (INFO commandstats)."""
+    client = connect(url)
+    try:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    finally:
+        client.close()
 
 
 def process_tree_cpu_seconds(pid: int) -> float:
@@ -584,7 +597,8 @@ def print_results(r: dict) -> None:
     if http.get("available"):
         print(
             f"  (HTTP: {http['requests']:,} requests, workers {http['workers']}, {http['response_bytes']:,}-byte "
-            f"bodies, server CPU {http['server_cpu_us_per_request']:.0f} µs per request; "
+            f"bodies, server CPU {http['server_cpu_us_per_request']:.0f} µs per request, "
+            f"{http['lookups_per_redis_call']:.1f} lookups per Redis call; "
             f"target ≥ 3,000 requests/s at p99 ≤ 5 ms)"
         )
     c = r["jobrec_recs"]
