@@ -252,10 +252,14 @@ def _serve(app):
 
     import uvicorn
 
+    from serving_store.http_protocol import HTTP_PROTOCOL
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(  # with the HTTP protocol jobrec serve runs
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=HTTP_PROTOCOL)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     return server, thread, port
