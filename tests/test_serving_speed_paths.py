@@ -19,6 +19,7 @@ from pipeline.cli import serving as cli_serving
 from serving_store.api import FastLookups, create_app
 from serving_store.connection import connect, connect_async, ensure_embedded, stop_embedded
 from serving_store.http_protocol import HTTP_PROTOCOL, CoalescingTransport
+from serving_store.keys import Keys
 from serving_store.lookup import MAX_BATCH, AsyncLookup, Lookup, NothingPublished
 from serving_store.publisher import RecommendationLists, publish_lists
 
@@ -153,6 +154,25 @@ def test_a_burst_beyond_the_batch_size_is_split_into_several_calls(published):
     assert counted["after"] - counted["before"] == 3
     assert [r.member_id for r in got] == [1 + i % 25 for i in range(n)]
     assert all(len(r.job_ids) == 2 for r in got)
+
+
+def test_lookups_of_a_named_version_and_of_the_served_one_are_batched_apart(published):
+    old = connect(published).get(Keys().current).decode()
+    publish_small(published)  # a second version is served now; the first is kept
+    new = connect(published).get(Keys().current).decode()
+    counted = {}
+
+    async def lookups(lookup):
+        counted["before"] = script_calls(published)
+        got = await asyncio.gather(lookup.get(3, version=old), lookup.get(3), lookup.get(4, version=old),
+                                   lookup.get(999, version="nope"), return_exceptions=True)
+        counted["after"] = script_calls(published)
+        return got
+
+    a, b, c, missing = run_lookups(published, lookups)
+    assert old != new and (a.version, b.version, c.version) == (old, new, old)
+    assert isinstance(missing, NothingPublished) and "does not exist" in str(missing)
+    assert counted["after"] - counted["before"] == 3  # one call per version asked for
 
 
 def test_a_lookup_cancelled_in_its_batch_leaves_the_others_answered(published):
