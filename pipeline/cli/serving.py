@@ -3,8 +3,9 @@
 ``recs`` imports only what a lookup needs (the settings, redis-py and the serving store's lookup: no NumPy,
 no pyarrow, no ``pipeline.publishing``, not the OpenTelemetry SDK redis-py would pull in), so a call costs
 little more than Python's and redis-py's start.
-``serve`` runs uvicorn (uvloop, httptools with :mod:`serving_store.http_protocol`'s coalesced writes) with ``--workers`` processes, by default one per available core up
-to :data:`MAX_DEFAULT_WORKERS`; each worker builds its app with :func:`serving_app` from the environment.
+``serve`` runs uvicorn (uvloop, httptools with :mod:`serving_store.http_protocol`'s coalesced writes) with
+``--workers`` processes, by default one per available core up to :data:`MAX_DEFAULT_WORKERS`; each worker
+builds its app with :func:`serving_app` from the environment.
 """
 
 from __future__ import annotations
